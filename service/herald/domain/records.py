@@ -1,0 +1,77 @@
+"""Records kept by the store: runs, deliveries, alerts. Timestamps are aware UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from herald.domain.states import DeliveryStatus, RunStatus
+
+Trigger = Literal["schedule", "manual", "event"]
+Channel = Literal["email", "slack"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Run(Record):
+    id: str
+    report_id: str
+    trigger: Trigger
+    status: RunStatus = RunStatus.PENDING
+    slot: AwareDatetime | None = None  # the scheduled instant, for schedule triggers
+    period: str = ""  # the reporting period label, e.g. 2026-11 or 2026-11-29
+    params: dict[str, str] = Field(default_factory=dict)
+    extra_recipients: list[str] = Field(default_factory=list)  # e-mails added by an event
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    artifact_key: str | None = None
+    content_type: str | None = None
+    summary: str = ""
+    note: str = ""  # e.g. "data as of …" when a dependency timed out
+    error: str = ""
+    recipients_total: int = 0
+
+
+class Delivery(Record):
+    id: str
+    run_id: str
+    report_id: str
+    channel: Channel
+    recipient: str
+    status: DeliveryStatus = DeliveryStatus.QUEUED
+    attempts: int = 0
+    lease_until: AwareDatetime | None = None
+    next_attempt_at: AwareDatetime | None = None
+    provider_message_id: str | None = None
+    delivered_at: AwareDatetime | None = None  # accepted by the provider / delivered
+    last_error: str = ""
+    error_kind: Literal["", "transient", "permanent"] = ""
+    link_token: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    events: dict[str, Any] = Field(default_factory=dict)  # provider feedback (first times, counts)
+
+
+class Alert(Record):
+    id: str
+    kind: str  # e.g. delivery_failures, render_failed, missed_slot
+    target: str  # owner e-mail or ops channel
+    report_id: str | None = None
+    run_id: str | None = None
+    subject: str
+    body: str
+    created_at: AwareDatetime
+    sent: bool = False
+
+
+def now_fields(now: datetime) -> dict[str, datetime]:
+    return {"created_at": now, "updated_at": now}

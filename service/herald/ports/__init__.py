@@ -1,0 +1,1 @@
+"""Ports: the protocols services depend on. One adapter per technology implements each."""

@@ -1,0 +1,95 @@
+"""The store port: definitions, runs, deliveries and alerts.
+
+Every create is idempotent (returns False when the record already exists) and every
+status change is a conditional write (returns None when another worker got there
+first); both are normal outcomes, not errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from herald.domain.records import Alert, Delivery, Run
+from herald.domain.reports import ReportDefinition
+from herald.domain.states import DeliveryStatus, RunStatus
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    definition: ReportDefinition
+    next_fire_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    # Reports -----------------------------------------------------------------
+    def save_report(self, definition: ReportDefinition, next_fire_at: datetime | None) -> None: ...
+    def get_report(self, report_id: str) -> StoredReport | None: ...
+    def list_reports(self) -> list[StoredReport]: ...
+    def due_reports(self, now: datetime, limit: int) -> list[StoredReport]:
+        """Enabled reports whose next fire time is at or before ``now``, oldest first."""
+        ...
+
+    def advance_schedule(self, report_id: str, expected: datetime, next_fire_at: datetime | None) -> bool:
+        """Move next_fire_at from ``expected`` to ``next_fire_at``; False if it had moved."""
+        ...
+
+    # Runs ----------------------------------------------------------------------
+    def create_run(self, run: Run) -> bool: ...
+    def get_run(self, run_id: str) -> Run | None: ...
+    def transition_run(
+        self, run_id: str, from_statuses: Iterable[RunStatus], to: RunStatus, **fields: Any
+    ) -> Run | None:
+        """Set status ``to`` (and fields) if the status is one of ``from_statuses``."""
+        ...
+
+    def update_run(self, run_id: str, **fields: Any) -> Run | None: ...
+    def list_runs(
+        self,
+        report_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
+
+    # Deliveries ----------------------------------------------------------------
+    def create_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """Create those that do not exist yet; return how many were created."""
+        ...
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+    def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+        """Take a delivery for sending: queued/retrying (when due) or sending with an expired lease.
+
+        The claim increments ``attempts``; None means not claimable now.
+        """
+        ...
+
+    def transition_delivery(
+        self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
+    ) -> Delivery | None: ...
+    def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None: ...
+    def list_deliveries(
+        self,
+        run_id: str | None = None,
+        report_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        recipient: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page: ...
+    def has_open_deliveries(self, run_id: str) -> bool: ...
+    def delivery_counts(self, run_id: str) -> dict[str, int]: ...
+
+    # Alerts --------------------------------------------------------------------
+    def add_alert(self, alert: Alert) -> bool: ...
+    def mark_alert_sent(self, alert_id: str) -> None: ...
+    def list_alerts(self, limit: int = 50, report_id: str | None = None) -> list[Alert]: ...

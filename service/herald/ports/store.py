@@ -24,6 +24,14 @@ class StoredReport:
 
 
 @dataclass(frozen=True)
+class Suppression:
+    recipient: str  # lower-cased e-mail address
+    scope: str  # a report id, or "*" for every report
+    reason: str  # bounce, blocked, spamreport, unsubscribe, group_unsubscribe, manual
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Any]
     next_cursor: str | None
@@ -93,3 +101,28 @@ class Store(Protocol):
     def add_alert(self, alert: Alert) -> bool: ...
     def mark_alert_sent(self, alert_id: str) -> None: ...
     def list_alerts(self, limit: int = 50, report_id: str | None = None) -> list[Alert]: ...
+
+    # Provider / trigger events: de-duplication -----------------------------------
+    def remember_events(self, kind: str, event_ids: Sequence[str], now: datetime) -> set[str]:
+        """Record event ids of ``kind``; return the ids that had not been seen before."""
+        ...
+
+    # Suppressions --------------------------------------------------------------
+    def add_suppression(self, suppression: Suppression) -> bool: ...
+    def lift_suppression(self, recipient: str, scope: str) -> bool: ...
+    def find_suppression(self, recipient: str, report_id: str) -> Suppression | None:
+        """A suppression for this report or a global one ("*")."""
+        ...
+
+    def list_suppressions(self, limit: int = 100) -> list[Suppression]: ...
+
+    # Tracked links -------------------------------------------------------------
+    def get_delivery_by_token(self, token: str) -> Delivery | None: ...
+    def find_delivery_by_message_id(self, message_id: str) -> Delivery | None: ...
+
+    # Upstream job completion records (job_status) --------------------------------
+    def put_job_status(self, job: str, period: str, record: dict[str, Any]) -> bool:
+        """Store a completion record; False when one for (job, period) already existed."""
+        ...
+
+    def get_job_status(self, job: str, period: str) -> dict[str, Any] | None: ...

@@ -1,0 +1,470 @@
+"""The store port on SQLite (WAL), for the embedded backend.
+
+Each record is kept as a JSON document (the same shape Firestore holds) plus the few
+columns its queries need, indexed. Every conditional write runs in ``BEGIN IMMEDIATE``
+so the read-check-write is atomic across threads and processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from herald.domain.records import Alert, Delivery, Run
+from herald.domain.reports import ReportDefinition
+from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
+from herald.ports.store import Page, StoredReport, Suppression
+
+R = TypeVar("R", bound=BaseModel)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    id TEXT PRIMARY KEY, enabled INTEGER NOT NULL, next_fire_at TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS reports_due ON reports (enabled, next_fire_at);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, report_id TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_report ON runs (report_id, created_at, id);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at, id);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_at, id);
+CREATE TABLE IF NOT EXISTS report_delivery_log (
+    id TEXT PRIMARY KEY, run_id TEXT NOT NULL, report_id TEXT NOT NULL, status TEXT NOT NULL,
+    recipient TEXT NOT NULL, created_at TEXT NOT NULL, link_token TEXT, message_id TEXT,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_by_run ON report_delivery_log (run_id, status);
+CREATE INDEX IF NOT EXISTS deliveries_by_run_time ON report_delivery_log (run_id, created_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_report ON report_delivery_log (report_id, created_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_report_status ON report_delivery_log (report_id, status, created_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_recipient ON report_delivery_log (recipient, created_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_token ON report_delivery_log (link_token);
+CREATE INDEX IF NOT EXISTS deliveries_by_message ON report_delivery_log (message_id);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY, report_id TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (created_at);
+CREATE TABLE IF NOT EXISTS inbound_events (
+    kind TEXT NOT NULL, id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (kind, id));
+CREATE TABLE IF NOT EXISTS suppressions (
+    recipient TEXT NOT NULL, scope TEXT NOT NULL, reason TEXT NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (recipient, scope));
+CREATE TABLE IF NOT EXISTS job_status (
+    job TEXT NOT NULL, period TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (job, period));
+"""
+
+
+def ts(value: datetime) -> str:
+    """Fixed-width UTC text, so SQLite's text order is time order."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime reached the store")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _from_ts(text: str | None) -> datetime | None:
+    return _parse_ts(text) if text else None
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _cursor(*parts: str) -> str:
+    return "|".join(parts)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)
+
+    # Connections ---------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # Reports -------------------------------------------------------------------------
+    def save_report(self, definition: ReportDefinition, next_fire_at: datetime | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO reports (id, enabled, next_fire_at, doc) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET enabled=excluded.enabled, next_fire_at=excluded.next_fire_at, "
+                "doc=excluded.doc",
+                (
+                    definition.id,
+                    int(definition.enabled),
+                    ts(next_fire_at) if next_fire_at else None,
+                    definition.model_dump_json(),
+                ),
+            )
+
+    @staticmethod
+    def _report(row: sqlite3.Row | tuple[Any, ...]) -> StoredReport:
+        return StoredReport(ReportDefinition.model_validate_json(row[1]), _from_ts(row[0]))
+
+    def get_report(self, report_id: str) -> StoredReport | None:
+        row = self._conn().execute("SELECT next_fire_at, doc FROM reports WHERE id=?", (report_id,)).fetchone()
+        return self._report(row) if row else None
+
+    def list_reports(self) -> list[StoredReport]:
+        rows = self._conn().execute("SELECT next_fire_at, doc FROM reports ORDER BY id").fetchall()
+        return [self._report(row) for row in rows]
+
+    def due_reports(self, now: datetime, limit: int) -> list[StoredReport]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT next_fire_at, doc FROM reports WHERE enabled=1 AND next_fire_at IS NOT NULL "
+                "AND next_fire_at <= ? ORDER BY next_fire_at, id LIMIT ?",
+                (ts(now), limit),
+            )
+            .fetchall()
+        )
+        return [self._report(row) for row in rows]
+
+    def advance_schedule(self, report_id: str, expected: datetime, next_fire_at: datetime | None) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE reports SET next_fire_at=? WHERE id=? AND next_fire_at=?",
+                (ts(next_fire_at) if next_fire_at else None, report_id, ts(expected)),
+            )
+            return cur.rowcount == 1
+
+    # Generic document helpers ----------------------------------------------------------
+    def _get(self, table: str, model: type[R], record_id: str) -> R | None:
+        row = self._conn().execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
+        return model.model_validate_json(row[0]) if row else None
+
+    def _mutate(
+        self,
+        table: str,
+        model: type[R],
+        record_id: str,
+        change: Callable[[R], R | None],
+        columns: Callable[[R], dict[str, Any]],
+    ) -> R | None:
+        """Read, let ``change`` decide (None = refuse), write back: one atomic step."""
+        with self._write() as conn:
+            row = conn.execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
+            if row is None:
+                return None
+            updated = change(model.model_validate_json(row[0]))
+            if updated is None:
+                return None
+            cols = columns(updated)
+            assignments = ", ".join(f"{name}=?" for name in cols)
+            conn.execute(
+                f"UPDATE {table} SET {assignments}, doc=? WHERE id=?",  # noqa: S608
+                (*cols.values(), updated.model_dump_json(), record_id),
+            )
+            return updated
+
+    # Runs ----------------------------------------------------------------------------
+    @staticmethod
+    def _run_columns(run: Run) -> dict[str, Any]:
+        return {"status": str(run.status)}
+
+    def create_run(self, run: Run) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO runs (id, report_id, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
+                (run.id, run.report_id, str(run.status), ts(run.created_at), run.model_dump_json()),
+            )
+            return cur.rowcount == 1
+
+    def get_run(self, run_id: str) -> Run | None:
+        return self._get("runs", Run, run_id)
+
+    def transition_run(
+        self, run_id: str, from_statuses: Iterable[RunStatus], to: RunStatus, **fields: Any
+    ) -> Run | None:
+        allowed = set(from_statuses)
+
+        def change(run: Run) -> Run | None:
+            if run.status not in allowed:
+                return None
+            return run.model_copy(update={**fields, "status": to})
+
+        return self._mutate("runs", Run, run_id, change, self._run_columns)
+
+    def update_run(self, run_id: str, **fields: Any) -> Run | None:
+        return self._mutate("runs", Run, run_id, lambda run: run.model_copy(update=fields), self._run_columns)
+
+    def list_runs(
+        self,
+        report_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        where, args = [], []
+        if report_id is not None:
+            where.append("report_id=?")
+            args.append(report_id)
+        if status is not None:
+            where.append("status=?")
+            args.append(str(status))
+        if cursor:
+            created, _, last_id = cursor.partition("|")
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [created, created, last_id]
+        sql = "SELECT created_at, id, doc FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self._conn().execute(sql, (*args, limit + 1)).fetchall()
+        items = [Run.model_validate_json(row[2]) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, _cursor(rows[limit - 1][0], rows[limit - 1][1]) if more else None)
+
+    # Deliveries ----------------------------------------------------------------------
+    @staticmethod
+    def _delivery_columns(d: Delivery) -> dict[str, Any]:
+        return {"status": str(d.status), "link_token": d.link_token, "message_id": d.provider_message_id}
+
+    def create_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        rows = [
+            (
+                d.id,
+                d.run_id,
+                d.report_id,
+                str(d.status),
+                d.recipient.lower(),
+                ts(d.created_at),
+                d.link_token,
+                d.provider_message_id,
+                d.model_dump_json(),
+            )
+            for d in deliveries
+        ]
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO report_delivery_log "
+                "(id, run_id, report_id, status, recipient, created_at, link_token, message_id, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return conn.total_changes - before
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        return self._get("report_delivery_log", Delivery, delivery_id)
+
+    def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+        def change(d: Delivery) -> Delivery | None:
+            if d.status not in DELIVERY_CLAIMABLE:
+                return None
+            if d.status == DeliveryStatus.SENDING and d.lease_until and d.lease_until > now:
+                return None
+            if d.status != DeliveryStatus.SENDING and d.next_attempt_at and d.next_attempt_at > now:
+                return None
+            return d.model_copy(
+                update={
+                    "status": DeliveryStatus.SENDING,
+                    "attempts": d.attempts + 1,
+                    "lease_until": lease_until,
+                    "updated_at": now,
+                }
+            )
+
+        return self._mutate("report_delivery_log", Delivery, delivery_id, change, self._delivery_columns)
+
+    def transition_delivery(
+        self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
+    ) -> Delivery | None:
+        allowed = set(from_statuses)
+
+        def change(d: Delivery) -> Delivery | None:
+            if d.status not in allowed:
+                return None
+            return d.model_copy(update={**fields, "status": to})
+
+        return self._mutate("report_delivery_log", Delivery, delivery_id, change, self._delivery_columns)
+
+    def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None:
+        return self._mutate(
+            "report_delivery_log", Delivery, delivery_id, lambda d: d.model_copy(update=fields), self._delivery_columns
+        )
+
+    def list_deliveries(
+        self,
+        run_id: str | None = None,
+        report_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        recipient: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        where, args = [], []
+        for column, value in (("run_id", run_id), ("report_id", report_id), ("status", status)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(str(value))
+        if recipient is not None:
+            where.append("recipient=?")
+            args.append(recipient.lower())
+        if cursor:
+            created, _, last_id = cursor.partition("|")
+            where.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            args += [created, created, last_id]
+        sql = "SELECT created_at, id, doc FROM report_delivery_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id LIMIT ?"
+        rows = self._conn().execute(sql, (*args, limit + 1)).fetchall()
+        items = [Delivery.model_validate_json(row[2]) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, _cursor(rows[limit - 1][0], rows[limit - 1][1]) if more else None)
+
+    def has_open_deliveries(self, run_id: str) -> bool:
+        marks = ",".join("?" * len(DELIVERY_OPEN))
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT 1 FROM report_delivery_log WHERE run_id=? AND status IN ({marks}) LIMIT 1",  # noqa: S608
+                (run_id, *[str(s) for s in DELIVERY_OPEN]),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def delivery_counts(self, run_id: str) -> dict[str, int]:
+        rows = (
+            self._conn()
+            .execute("SELECT status, COUNT(*) FROM report_delivery_log WHERE run_id=? GROUP BY status", (run_id,))
+            .fetchall()
+        )
+        return {status: count for status, count in rows}
+
+    # Alerts --------------------------------------------------------------------------
+    def add_alert(self, alert: Alert) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO alerts (id, report_id, created_at, doc) VALUES (?, ?, ?, ?)",
+                (alert.id, alert.report_id, ts(alert.created_at), alert.model_dump_json()),
+            )
+            return cur.rowcount == 1
+
+    def mark_alert_sent(self, alert_id: str) -> None:
+        self._mutate("alerts", Alert, alert_id, lambda a: a.model_copy(update={"sent": True}), lambda a: {})
+
+    def list_alerts(self, limit: int = 50, report_id: str | None = None) -> list[Alert]:
+        if report_id is None:
+            rows = (
+                self._conn()
+                .execute("SELECT doc FROM alerts ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
+                .fetchall()
+            )
+        else:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT doc FROM alerts WHERE report_id=? ORDER BY created_at DESC, id DESC LIMIT ?",
+                    (report_id, limit),
+                )
+                .fetchall()
+            )
+        return [Alert.model_validate_json(row[0]) for row in rows]
+
+    # Event de-duplication --------------------------------------------------------------
+    def remember_events(self, kind: str, event_ids: Sequence[str], now: datetime) -> set[str]:
+        new: set[str] = set()
+        stamp = ts(now)
+        with self._write() as conn:
+            for event_id in dict.fromkeys(event_ids):
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO inbound_events (kind, id, created_at) VALUES (?, ?, ?)",
+                    (kind, event_id, stamp),
+                )
+                if cur.rowcount == 1:
+                    new.add(event_id)
+        return new
+
+    # Suppressions ----------------------------------------------------------------------
+    def add_suppression(self, suppression: Suppression) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO suppressions (recipient, scope, reason, created_at) VALUES (?, ?, ?, ?)",
+                (suppression.recipient.lower(), suppression.scope, suppression.reason, ts(suppression.created_at)),
+            )
+            return cur.rowcount == 1
+
+    def lift_suppression(self, recipient: str, scope: str) -> bool:
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM suppressions WHERE recipient=? AND scope=?", (recipient.lower(), scope))
+            return cur.rowcount == 1
+
+    def find_suppression(self, recipient: str, report_id: str) -> Suppression | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT recipient, scope, reason, created_at FROM suppressions WHERE recipient=? AND scope IN (?, '*') "
+                "ORDER BY scope = '*' LIMIT 1",
+                (recipient.lower(), report_id),
+            )
+            .fetchone()
+        )
+        return Suppression(row[0], row[1], row[2], _parse_ts(row[3])) if row else None
+
+    def list_suppressions(self, limit: int = 100) -> list[Suppression]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT recipient, scope, reason, created_at FROM suppressions ORDER BY created_at DESC LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
+        return [Suppression(r[0], r[1], r[2], _parse_ts(r[3])) for r in rows]
+
+    # Links and provider ids ----------------------------------------------------------------
+    def get_delivery_by_token(self, token: str) -> Delivery | None:
+        row = self._conn().execute("SELECT doc FROM report_delivery_log WHERE link_token=?", (token,)).fetchone()
+        return Delivery.model_validate_json(row[0]) if row else None
+
+    def find_delivery_by_message_id(self, message_id: str) -> Delivery | None:
+        row = self._conn().execute("SELECT doc FROM report_delivery_log WHERE message_id=?", (message_id,)).fetchone()
+        return Delivery.model_validate_json(row[0]) if row else None
+
+    # Job status ----------------------------------------------------------------------
+    def put_job_status(self, job: str, period: str, record: dict[str, Any]) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO job_status (job, period, doc) VALUES (?, ?, ?)",
+                (job, period, json.dumps(record, default=str)),
+            )
+            return cur.rowcount == 1
+
+    def get_job_status(self, job: str, period: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT doc FROM job_status WHERE job=? AND period=?", (job, period)).fetchone()
+        return json.loads(row[0]) if row else None

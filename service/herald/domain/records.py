@@ -39,6 +39,7 @@ class Run(Record):
     note: str = ""  # e.g. "data as of …" when a dependency timed out
     error: str = ""
     recipients_total: int = 0
+    heartbeat_sent: bool = False
 
 
 class Delivery(Record):

@@ -375,6 +375,9 @@ class SQLiteStore:
             )
             return cur.rowcount == 1
 
+    def get_alert(self, alert_id: str) -> Alert | None:
+        return self._get("alerts", Alert, alert_id)
+
     def mark_alert_sent(self, alert_id: str) -> None:
         self._mutate("alerts", Alert, alert_id, lambda a: a.model_copy(update={"sent": True}), lambda a: {})
 

@@ -1,0 +1,102 @@
+"""The composition root: the one place that decides which adapters are wired."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from herald.domain.retry import RetryPolicy
+from herald.ports.blobs import BlobStore
+from herald.ports.clock import Clock, SystemClock
+from herald.ports.heartbeat import Heartbeat
+from herald.ports.messages import Chat, Mailer
+from herald.ports.queue import TaskQueue
+from herald.ports.sources import Source
+from herald.ports.store import Store
+from herald.settings import Settings
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock
+    store: Store
+    queue: TaskQueue
+    blobs: BlobStore
+    mailer: Mailer
+    chat: Chat
+    source: Source
+    heartbeat: Heartbeat
+    secret: bytes
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
+
+
+def data_secret(settings: Settings) -> bytes:
+    """The HMAC key for links: from settings, else one generated once per data dir."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = settings.data_dir / "secret.key"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def build_container(settings: Settings, clock: Clock | None = None, base_dir: Path | None = None) -> Container:
+    clock = clock or SystemClock()
+    if settings.backend == "gcp":
+        from herald.bootstrap_gcp import build_gcp_container
+
+        return build_gcp_container(settings, clock)
+    return build_embedded_container(settings, clock, base_dir)
+
+
+def _mailer(settings: Settings) -> Mailer:
+    if getattr(settings, "sendgrid_api_key", ""):
+        from herald.adapters.sendgrid_mailer import SendGridMailer
+
+        return SendGridMailer(settings)  # type: ignore[no-any-return]
+    from herald.adapters.embedded.outbox import OutboxMailer
+
+    return OutboxMailer(settings.outbox_dir, settings.mail_from)
+
+
+def _chat(settings: Settings) -> Chat:
+    if getattr(settings, "slack_bot_token", "") or getattr(settings, "slack_webhooks_enabled", False):
+        from herald.adapters.slack_chat import SlackChat
+
+        return SlackChat(settings)  # type: ignore[no-any-return]
+    from herald.adapters.embedded.outbox import OutboxChat
+
+    return OutboxChat(settings.outbox_dir)
+
+
+def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | None = None) -> Container:
+    from herald.adapters.embedded.local_blobs import LocalBlobStore
+    from herald.adapters.embedded.sqlite_queue import SQLiteQueue
+    from herald.adapters.embedded.sqlite_store import SQLiteStore
+    from herald.adapters.heartbeat import HttpHeartbeat
+    from herald.adapters.sources import SourceRouter
+
+    secret = data_secret(settings)
+    db = settings.data_dir / "herald.db"
+    return Container(
+        settings=settings,
+        clock=clock,
+        store=SQLiteStore(db),
+        queue=SQLiteQueue(settings.data_dir / "queue.db", clock),
+        blobs=LocalBlobStore(settings.data_dir / "blobs", secret, settings.public_url, clock),
+        mailer=_mailer(settings),
+        chat=_chat(settings),
+        source=SourceRouter(base_dir=base_dir or Path.cwd(), timeout_seconds=settings.http_timeout_seconds),
+        heartbeat=HttpHeartbeat(timeout_seconds=settings.http_timeout_seconds),
+        secret=secret,
+        retry=RetryPolicy(delays=settings.retry_delays, max_retries=settings.max_retries),
+    )

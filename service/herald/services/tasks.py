@@ -1,0 +1,25 @@
+"""The task routes and their deterministic names: the contract between services and queue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from herald.domain.ids import task_name
+from herald.ports.queue import Task
+
+EXECUTE_RUN = "/tasks/runs/execute"
+FINISH_RUN = "/tasks/runs/finish"
+SEND_DELIVERY = "/tasks/deliveries/send"
+
+
+def execute_run_task(run_id: str, eta: datetime | None = None, round_: int = 0) -> Task:
+    return Task(task_name("run", run_id, round_), EXECUTE_RUN, {"run_id": run_id}, eta)
+
+
+def finish_run_task(run_id: str) -> Task:
+    return Task(task_name("finish", run_id), FINISH_RUN, {"run_id": run_id})
+
+
+def send_task(delivery_id: str, attempt: int, eta: datetime | None = None) -> Task:
+    """Attempt N+1 of a delivery; the name is unique per attempt so retries are new tasks."""
+    return Task(task_name("send", delivery_id, attempt), SEND_DELIVERY, {"delivery_id": delivery_id}, eta)

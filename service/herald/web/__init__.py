@@ -1,0 +1,1 @@
+"""Flask entrypoints, one blueprint per caller. HTTP status codes are decided here."""

@@ -1,0 +1,151 @@
+"""The JSON API under /api: reports, runs, deliveries, alerts. Bearer-token guarded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from herald.domain.records import Delivery
+from herald.domain.schedules import next_fire_times
+from herald.domain.states import DeliveryStatus, RunStatus
+from herald.ports.store import StoredReport
+from herald.services import runs
+from herald.web.auth import api_token_ok, container
+from herald.web.errors import error
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.before_request
+def _authenticate() -> Any:
+    return api_token_ok(container())
+
+
+class ManualRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+def _limit(default: int, maximum: int = 500) -> int:
+    raw = request.args.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise _BadQuery(f"limit must be a whole number from 1 to {maximum}")
+    return int(raw)
+
+
+class _BadQuery(ValueError):
+    pass
+
+
+@bp.errorhandler(_BadQuery)
+def _bad_query(exc: _BadQuery) -> Any:
+    return error(400, str(exc))
+
+
+def _enum(kind: type[RunStatus] | type[DeliveryStatus], name: str) -> Any:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise _BadQuery(f"{name} must be one of: {', '.join(s.value for s in kind)}") from None
+
+
+def report_view(stored: StoredReport) -> dict[str, Any]:
+    definition = stored.definition
+    upcoming = []
+    if definition.schedule and stored.next_fire_at:
+        upcoming = [t.isoformat() for t in next_fire_times(definition.schedule, stored.next_fire_at, 2)]
+        upcoming.insert(0, stored.next_fire_at.isoformat())
+    return {
+        **definition.model_dump(mode="json"),
+        "next_fire_at": stored.next_fire_at.isoformat() if stored.next_fire_at else None,
+        "upcoming": upcoming,
+    }
+
+
+def _delivery_view(d: Delivery) -> dict[str, Any]:
+    doc = d.to_doc()
+    doc.pop("link_token", None)  # a capability: never echoed by the API
+    doc.pop("lease_until", None)
+    return doc
+
+
+@bp.get("/reports")
+def list_reports() -> Any:
+    return jsonify({"reports": [report_view(r) for r in container().store.list_reports()]})
+
+
+@bp.get("/reports/<report_id>")
+def get_report(report_id: str) -> Any:
+    stored = container().store.get_report(report_id)
+    if stored is None:
+        return error(404, "no such report", report_id=report_id)
+    return jsonify(report_view(stored))
+
+
+@bp.post("/reports/<report_id>/runs")
+def start_run(report_id: str) -> Any:
+    """Start a manual run. ``Idempotency-Key`` makes a repeated request return the same run (200)."""
+    body = ManualRun.model_validate(request.get_json(silent=True) if request.data else {})
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        return error(400, "Idempotency-Key must be 1 to 200 characters")
+    try:
+        run, created = runs.start_manual_run(container(), report_id, body.params, key)
+    except runs.UnknownReport:
+        return error(404, "no such report", report_id=report_id)
+    return jsonify(run.to_doc()), 201 if created else 200
+
+
+@bp.get("/runs")
+@bp.get("/reports/<report_id>/runs")
+def list_runs(report_id: str | None = None) -> Any:
+    page = container().store.list_runs(
+        report_id=report_id or request.args.get("report_id"),
+        status=_enum(RunStatus, "status"),
+        limit=_limit(50),
+        cursor=request.args.get("cursor"),
+    )
+    return jsonify({"runs": [r.to_doc() for r in page.items], "next_cursor": page.next_cursor})
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str) -> Any:
+    c = container()
+    run = c.store.get_run(run_id)
+    if run is None:
+        return error(404, "no such run", run_id=run_id)
+    return jsonify(runs.run_view(run, c.store.delivery_counts(run_id)))
+
+
+@bp.get("/deliveries")
+@bp.get("/runs/<run_id>/deliveries")
+@bp.get("/reports/<report_id>/deliveries")
+def list_deliveries(run_id: str | None = None, report_id: str | None = None) -> Any:
+    page = container().store.list_deliveries(
+        run_id=run_id or request.args.get("run_id"),
+        report_id=report_id or request.args.get("report_id"),
+        status=_enum(DeliveryStatus, "status"),
+        recipient=request.args.get("recipient"),
+        limit=_limit(100, 1000),
+        cursor=request.args.get("cursor"),
+    )
+    return jsonify({"deliveries": [_delivery_view(d) for d in page.items], "next_cursor": page.next_cursor})
+
+
+@bp.get("/deliveries/<delivery_id>")
+def get_delivery(delivery_id: str) -> Any:
+    found = container().store.get_delivery(delivery_id)
+    if found is None:
+        return error(404, "no such delivery", delivery_id=delivery_id)
+    return jsonify(_delivery_view(found))
+
+
+@bp.get("/alerts")
+def list_alerts() -> Any:
+    alerts = container().store.list_alerts(limit=_limit(50), report_id=request.args.get("report_id"))
+    return jsonify({"alerts": [a.to_doc() for a in alerts]})

@@ -1,0 +1,88 @@
+"""Recipients' download links (ARCHITECTURE.md decision 7) and the embedded blob route.
+
+GET /l/<token> shows a page with a button; only the button's POST counts as a download
+and redirects to a short-lived signed URL, so mail scanners that follow links with GET
+never count as downloads.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request
+
+from herald.bootstrap import Container
+from herald.domain.records import Delivery
+from herald.web.auth import container
+
+bp = Blueprint("links", __name__)
+
+DOWNLOAD_URL_TTL = timedelta(minutes=5)
+
+
+def _delivery(c: Container, token: str) -> Delivery:
+    if not 16 <= len(token) <= 64:
+        abort(404)
+    found = c.store.get_delivery_by_token(token)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _expired(c: Container, d: Delivery) -> bool:
+    return c.clock.now() > d.created_at + timedelta(seconds=c.settings.link_ttl_seconds)
+
+
+@bp.get("/l/<token>")
+def link_page(token: str) -> Any:
+    c = container()
+    d = _delivery(c, token)
+    run = c.store.get_run(d.run_id)
+    stored = c.store.get_report(d.report_id)
+    name = stored.definition.name if stored else d.report_id
+    expired = _expired(c, d)
+    return render_template(
+        "link.html",
+        token=token,
+        report_name=name,
+        period=run.period if run else "",
+        summary=run.summary if run else "",
+        expired=expired,
+    ), (410 if expired else 200)
+
+
+@bp.post("/l/<token>")
+def download(token: str) -> Any:
+    c = container()
+    d = _delivery(c, token)
+    if _expired(c, d):
+        return link_page(token)
+    run = c.store.get_run(d.run_id)
+    if run is None or not run.artifact_key:
+        abort(404)
+    now = c.clock.now()
+    downloads = dict(d.events.get("downloads") or {})
+    downloads["count"] = int(downloads.get("count", 0)) + 1
+    downloads.setdefault("first_at", now.isoformat())
+    downloads["last_at"] = now.isoformat()
+    downloads["last_user_agent"] = (request.user_agent.string or "")[:200]
+    c.store.update_delivery(d.id, events={**d.events, "downloads": downloads})
+    filename = run.artifact_key.rsplit("/", 1)[-1]
+    return redirect(c.blobs.signed_url(run.artifact_key, DOWNLOAD_URL_TTL, filename), code=303)
+
+
+@bp.get("/blobs/<path:key>")
+def blob(key: str) -> Any:
+    """The embedded backend's signed URLs land here; GCS serves them in production."""
+    c = container()
+    verify = getattr(c.blobs, "verify", None)
+    args = request.args
+    if verify is None or not verify(key, args.get("expires", ""), args.get("filename", ""), args.get("sig", "")):
+        abort(403)
+    try:
+        data, content_type = c.blobs.get(key)
+    except KeyError:
+        abort(404)
+    filename = args.get("filename", "report").replace('"', "")
+    return data, 200, {"Content-Type": content_type, "Content-Disposition": f'attachment; filename="{filename}"'}

@@ -1,0 +1,89 @@
+"""Task and scheduler routes: what Cloud Tasks, Cloud Scheduler and the embedded worker call.
+
+Status contract (the queue acts on it):
+- 200: done, including "already done" and "lost a race to another worker";
+- 503 + Retry-After: not now (a lease is held, or the attempt is not due yet);
+- 400: malformed task body; 404: the subject does not exist. Neither is retried usefully.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from herald.services import delivery, runs, scheduling
+from herald.web.auth import container, internal
+from herald.web.errors import error
+
+bp = Blueprint("tasks", __name__)
+
+_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class RunTask(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    run_id: str = _ID
+
+
+class DeliveryTask(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    delivery_id: str = _ID
+
+
+def _body(model: type[BaseModel]) -> Any:
+    return model.model_validate(request.get_json(force=True, silent=False))
+
+
+@bp.post("/tasks/runs/execute")
+@internal
+def execute_run() -> Any:
+    task = _body(RunTask)
+    run = runs.execute_run(container(), task.run_id)
+    if run is None:
+        return error(404, "no such run", run_id=task.run_id)
+    return jsonify({"run_id": run.id, "status": str(run.status)})
+
+
+@bp.post("/tasks/runs/finish")
+@internal
+def finish_run() -> Any:
+    task = _body(RunTask)
+    run = runs.finish_run(container(), task.run_id)
+    if run is None:
+        return error(404, "no such run", run_id=task.run_id)
+    return jsonify({"run_id": run.id, "status": str(run.status)})
+
+
+@bp.post("/tasks/deliveries/send")
+@internal
+def send_delivery() -> Any:
+    task = _body(DeliveryTask)
+    outcome = delivery.send_delivery(container(), task.delivery_id)
+    if outcome.status == "unknown":
+        return error(404, "no such delivery", delivery_id=task.delivery_id)
+    if outcome.retry_after is not None:
+        response = jsonify({"delivery_id": task.delivery_id, "status": outcome.status})
+        response.status_code = 503
+        response.headers["Retry-After"] = str(max(1, math.ceil(outcome.retry_after)))
+        return response
+    return jsonify({"delivery_id": task.delivery_id, "status": outcome.status})
+
+
+@bp.post("/scheduler/tick")
+@internal
+def tick() -> Any:
+    """Cloud Scheduler's X-CloudScheduler-ScheduleTime is the tick's notion of now when present."""
+    now = None
+    scheduled = request.headers.get("X-CloudScheduler-ScheduleTime")
+    if scheduled:
+        try:
+            now = datetime.fromisoformat(scheduled.replace("Z", "+00:00")).astimezone(UTC)
+        except ValueError:
+            return error(400, "X-CloudScheduler-ScheduleTime is not an RFC 3339 time")
+        now = max(now, container().clock.now())  # a late delivery of the tick still sees the present
+    result = scheduling.tick(container(), now)
+    return jsonify({"reports": result.reports, "started": len(result.started), "missed": len(result.missed)})

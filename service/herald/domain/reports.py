@@ -6,10 +6,11 @@ and the field (``format_errors``) and never surface as a traceback.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator, model_validator
 
 REPORT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -30,6 +31,10 @@ class Schedule(_Strict):
         value = " ".join(value.split())
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError(f"invalid cron expression {value!r} (expected 5 fields)")
+        try:
+            croniter(value, datetime(2000, 1, 1)).get_next(datetime)  # noqa: DTZ001 (wall time)
+        except CroniterBadDateError:
+            raise ValueError(f"cron expression {value!r} never fires") from None
         return value
 
     @field_validator("timezone")

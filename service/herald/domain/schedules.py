@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from herald.domain.reports import Schedule
 
@@ -33,7 +33,10 @@ def fire_times_after(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     walls = croniter(schedule.cron, start_wall, ret_type=datetime)
     last = after
     for _ in range(_MAX_SCAN):
-        wall: datetime = walls.get_next(datetime)
+        try:
+            wall: datetime = walls.get_next(datetime)
+        except CroniterBadDateError:  # e.g. 30 February: the expression never fires
+            return
         instant = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
         if instant > last:
             last = instant

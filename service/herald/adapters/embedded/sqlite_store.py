@@ -181,11 +181,11 @@ class SQLiteStore:
             updated = change(model.model_validate_json(row[0]))
             if updated is None:
                 return None
-            cols = columns(updated)
+            cols = {**columns(updated), "doc": updated.model_dump_json()}
             assignments = ", ".join(f"{name}=?" for name in cols)
             conn.execute(
-                f"UPDATE {table} SET {assignments}, doc=? WHERE id=?",  # noqa: S608
-                (*cols.values(), updated.model_dump_json(), record_id),
+                f"UPDATE {table} SET {assignments} WHERE id=?",  # noqa: S608
+                (*cols.values(), record_id),
             )
             return updated
 

@@ -58,6 +58,53 @@ class Settings(BaseSettings):
             raise ValueError("retry_delays must be a non-empty list of non-negative seconds")
         return value
 
+    # GCP backend (HERALD_BACKEND=gcp). Emulator hosts are set only by tests and local runs.
+    gcp_project: str = ""  # project id of every GCP resource below
+    gcp_location: str = "europe-west1"  # region of the Cloud Tasks queue and the Cloud Scheduler jobs
+    gcp_call_timeout_seconds: float = 10.0  # per-attempt timeout of every Google API call
+    gcp_retry_deadline_seconds: float = 30.0  # total time to keep retrying transient Google API errors
+    tasks_queue: str = "herald-tasks"  # Cloud Tasks queue id
+    tasks_worker_url: str = ""  # base URL of the worker service; a task POSTs to worker_url + task.path
+    tasks_service_account: str = ""  # e-mail of the account whose OIDC token Cloud Tasks sends
+    tasks_oidc_audience: str = ""  # audience of that token; empty = tasks_worker_url
+    tasks_dispatch_deadline_seconds: int = 600  # Cloud Tasks accepts 15 s to 30 min for HTTP targets
+    tasks_fanout_pool: int = 16  # concurrent create_task calls during fan-out
+    tasks_emulator_host: str = ""  # host:port of gcloud-tasks-emulator (plain gRPC); empty = Google
+    oidc_audience: str = ""  # audience internal routes (/tasks, /pubsub, /scheduler) accept
+    oidc_allowed_emails: Annotated[tuple[str, ...], NoDecode] = ()  # invoker service accounts; comma-separated
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"  # Google's ID-token signing certs
+    oidc_clock_skew_seconds: int = 10  # leeway on iat / exp
+    gcs_bucket: str = ""  # bucket of rendered reports
+    gcs_signing_key_file: str = ""  # service-account JSON key; empty = sign through IAM signBlob (Cloud Run)
+    gcs_signer_email: str = ""  # account that signs through signBlob; empty = the runtime's own account
+    storage_emulator_host: str = ""  # http://host:port of fake-gcs-server; empty = Google
+    pubsub_topics: dict[str, str] = {"runs": "herald-runs", "deliveries": "herald-deliveries"}  # key -> topic id
+    pubsub_publish_timeout_seconds: float = 10.0  # wait for the publish to be acknowledged
+    pubsub_emulator_host: str = ""  # host:port of the Pub/Sub emulator; empty = Google
+    scheduler_tick_job: str = "herald-tick"  # Cloud Scheduler job id of the one-minute tick
+
+    @field_validator("oidc_allowed_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("tasks_dispatch_deadline_seconds")
+    @classmethod
+    def _deadline_in_range(cls, value: int) -> int:
+        # https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.dispatch_deadline
+        if not 15 <= value <= 1800:
+            raise ValueError("tasks_dispatch_deadline_seconds must be between 15 and 1800")
+        return value
+
+    @field_validator("tasks_fanout_pool")
+    @classmethod
+    def _pool_positive(cls, value: int) -> int:
+        if not 1 <= value <= 256:
+            raise ValueError("tasks_fanout_pool must be between 1 and 256")
+        return value
+
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"

@@ -1,0 +1,5 @@
+"""Shared pytest configuration. Fixture modules register themselves below."""
+
+pytest_plugins = [
+    "tests.support.gcp_emulators",
+]

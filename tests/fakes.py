@@ -12,7 +12,7 @@ from herald.domain.errors import DeliveryError, RenderError
 from herald.ports.heartbeat import HeartbeatState
 from herald.ports.messages import ChatMessage, EmailMessage, SendResult
 from herald.ports.queue import Task
-from herald.ports.sources import RenderRequest, Rendered
+from herald.ports.sources import Rendered, RenderRequest
 
 
 class RecordingQueue:

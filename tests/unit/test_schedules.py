@@ -77,7 +77,7 @@ def test_unknown_zone_is_refused():
 
 def test_naive_after_is_refused():
     with pytest.raises(ValueError):
-        next_fire_times(Schedule(cron="0 7 * * *"), datetime(2026, 1, 1), 1)  # noqa: DTZ001
+        next_fire_times(Schedule(cron="0 7 * * *"), datetime(2026, 1, 1), 1)
 
 
 def test_slots_between_keeps_the_most_recent():

@@ -79,6 +79,6 @@ def test_a_token_guards_the_api(tmp_path):
 
 def test_without_a_token_the_api_is_closed_off_loopback(tmp_path):
     c = factories.container(tmp_path)
-    c.settings = Settings(data_dir=tmp_path, host="0.0.0.0")  # noqa: S104
+    c.settings = Settings(data_dir=tmp_path, host="0.0.0.0")
     client = create_app(c).test_client()
     assert client.get("/api/reports").status_code == 401

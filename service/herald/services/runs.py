@@ -185,7 +185,7 @@ def fan_out(c: Container, report: ReportDefinition, run: Run) -> int:
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    log.info("fan-out", extra={"run_id": run.id, "deliveries": len(deliveries), "created": created, "tasks": queued})
+    log.info("fan-out", extra={"run_id": run.id, "deliveries": len(deliveries), "new": created, "tasks": queued})
     if not c.store.has_open_deliveries(run.id):
         c.queue.enqueue(finish_run_task(run.id))
     return created

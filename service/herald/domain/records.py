@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from herald.domain.states import DeliveryStatus, RunStatus
 
 Trigger = Literal["schedule", "manual", "event"]
+MAX_ATTEMPT_LOG = 12
 Channel = Literal["email", "slack"]
 
 
@@ -60,6 +61,13 @@ class Delivery(Record):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     events: dict[str, Any] = Field(default_factory=dict)  # provider feedback (first times, counts)
+    attempt_log: list[dict[str, str]] = Field(default_factory=list)  # one entry per attempt, capped
+
+    def log_attempt(self, at: datetime, result: str, error: str = "") -> list[dict[str, str]]:
+        entry = {"at": at.isoformat(), "result": result}
+        if error:
+            entry["error"] = error[:300]
+        return [*self.attempt_log, entry][-MAX_ATTEMPT_LOG:]
 
 
 class Alert(Record):

@@ -111,7 +111,7 @@ def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> Sen
     )
     if delay is None:
         reason = exc.message if exc.permanent else f"gave up after {attempt} attempts: {exc.message}"
-        _fail(c, delivery, reason, permanent=exc.permanent)
+        _fail(c, delivery, reason, permanent=exc.permanent, log_result=kind)
         return SendOutcome("failed")
     now = c.clock.now()
     retrying = c.store.transition_delivery(
@@ -129,7 +129,7 @@ def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> Sen
     return SendOutcome("retrying")
 
 
-def _fail(c: Container, delivery: Delivery, reason: str, *, permanent: bool) -> None:
+def _fail(c: Container, delivery: Delivery, reason: str, *, permanent: bool, log_result: str = "permanent") -> None:
     now = c.clock.now()
     c.store.transition_delivery(
         delivery.id,
@@ -139,6 +139,7 @@ def _fail(c: Container, delivery: Delivery, reason: str, *, permanent: bool) -> 
         error_kind="permanent" if permanent else "transient",
         lease_until=None,
         updated_at=now,
+        attempt_log=delivery.log_attempt(now, log_result, reason),
     )
     _maybe_finish(c, delivery.run_id)
 

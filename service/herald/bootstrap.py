@@ -58,21 +58,21 @@ def build_container(settings: Settings, clock: Clock | None = None, base_dir: Pa
     return build_embedded_container(settings, clock, base_dir)
 
 
-def _mailer(settings: Settings) -> Mailer:
-    if getattr(settings, "sendgrid_api_key", ""):
+def _mailer(settings: Settings, clock: Clock) -> Mailer:
+    if settings.sendgrid_api_key:
         from herald.adapters.sendgrid_mailer import SendGridMailer
 
-        return SendGridMailer(settings)  # type: ignore[no-any-return]
+        return SendGridMailer.from_settings(settings, clock=clock)
     from herald.adapters.embedded.outbox import OutboxMailer
 
     return OutboxMailer(settings.outbox_dir, settings.mail_from)
 
 
 def _chat(settings: Settings) -> Chat:
-    if getattr(settings, "slack_bot_token", "") or getattr(settings, "slack_webhooks_enabled", False):
+    if settings.slack_bot_token or settings.slack_live:
         from herald.adapters.slack_chat import SlackChat
 
-        return SlackChat(settings)  # type: ignore[no-any-return]
+        return SlackChat.from_settings(settings)
     from herald.adapters.embedded.outbox import OutboxChat
 
     return OutboxChat(settings.outbox_dir)
@@ -93,7 +93,7 @@ def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | 
         store=SQLiteStore(db),
         queue=SQLiteQueue(settings.data_dir / "queue.db", clock),
         blobs=LocalBlobStore(settings.data_dir / "blobs", secret, settings.public_url, clock),
-        mailer=_mailer(settings),
+        mailer=_mailer(settings, clock),
         chat=_chat(settings),
         source=SourceRouter(base_dir=base_dir or Path.cwd(), timeout_seconds=settings.http_timeout_seconds),
         heartbeat=HttpHeartbeat(timeout_seconds=settings.http_timeout_seconds),

@@ -44,6 +44,28 @@ class Settings(BaseSettings):
     mail_from_name: str = "Herald Reports"
     reply_to: str = ""
 
+    # SendGrid (v3 mail send; an empty API key means mail goes to the outbox)
+    sendgrid_api_key: str = ""
+    sendgrid_host: str = "https://api.sendgrid.com"
+    sendgrid_timeout_seconds: float = 10.0
+    sendgrid_asm_group_id: int | None = None  # set: SendGrid's unsubscribe group; unset: List-Unsubscribe headers
+    sendgrid_open_tracking: bool = True
+    sendgrid_click_tracking: bool = False  # off: rewritten links would count scanner clicks as downloads
+    sendgrid_categories: Annotated[tuple[str, ...], NoDecode] = ("herald",)  # comma-separated in the env
+
+    # Slack (bot token for chat.postMessage / files_upload_v2; webhook URLs need none)
+    slack_bot_token: str = ""
+    slack_api_url: str = "https://slack.com/api/"
+    slack_timeout_seconds: float = 10.0
+    slack_live: bool = False  # post to Slack without a bot token (incoming-webhook targets only)
+
+    @field_validator("sendgrid_categories", mode="before")
+    @classmethod
+    def _split_categories(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("retry_delays", mode="before")
     @classmethod
     def _split_delays(cls, value: object) -> object:
@@ -120,4 +142,3 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
-

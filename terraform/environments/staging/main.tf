@@ -1,0 +1,17 @@
+module "herald" {
+  source = "../../modules/herald"
+
+  project_id            = var.project_id
+  region                = var.region
+  environment           = "staging"
+  image                 = var.image
+  public_base_url       = var.public_base_url
+  iap_members           = var.iap_members
+  ops_slack_channel     = var.ops_slack_channel
+  notification_channels = var.notification_channels
+
+  services = {
+    worker  = { max_instances = 5 }
+    ingress = { min_instances = 0 }
+  }
+}

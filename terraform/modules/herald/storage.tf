@@ -1,0 +1,62 @@
+resource "google_storage_bucket" "main" {
+  project  = var.project_id
+  name     = "${var.project_id}-herald-reports"
+  location = var.region
+  labels   = local.labels
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+
+  # Rendered reports are kept past the longest link lifetime, so an expired link can be
+  # re-issued for a while; then they go (variables.tf checks retention > link lifetime).
+  lifecycle_rule {
+    condition {
+      age = var.reports.retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  soft_delete_policy {
+    retention_duration_seconds = 7 * 24 * 3600
+  }
+
+  depends_on = [google_project_service.main]
+}
+
+resource "google_storage_bucket_iam_member" "runtime" {
+  for_each = { for w, a in local.runtime_access : w => a if a.bucket_role != null }
+
+  bucket = google_storage_bucket.main.name
+  role   = each.value.bucket_role
+  member = google_service_account.runtime[each.key].member
+}
+
+resource "google_artifact_registry_repository" "main" {
+  project       = var.project_id
+  location      = var.region
+  repository_id = "herald"
+  format        = "DOCKER"
+  description   = "Herald images, tagged with the commit SHA by Cloud Build."
+  labels        = local.labels
+
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 30
+    }
+  }
+
+  depends_on = [google_project_service.main]
+}
+
+resource "google_artifact_registry_repository_iam_member" "deployer" {
+  project    = var.project_id
+  location   = var.region
+  repository = google_artifact_registry_repository.main.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.deployer.member
+}

@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.support.gcp_emulators",
+    "tests.support.fixtures",
 ]

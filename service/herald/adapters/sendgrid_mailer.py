@@ -1,0 +1,244 @@
+"""The Mailer port on SendGrid's v3 mail send API: one request per recipient.
+
+The body is built by the ``sendgrid`` library's ``Mail`` helper and the auth headers
+come from ``SendGridAPIClient``; the request itself goes through a ``requests.Session``
+per worker thread. ``python_http_client`` (the library's transport) opens a new
+urllib opener and TCP (and TLS) connection for every call; a keep-alive session does
+not, and SendGrid answers ~50 ms per request, so Herald's throughput is concurrency
+over that latency only if connections are reused.
+
+Every failure becomes a ``DeliveryError`` (docs: https://www.twilio.com/docs/sendgrid/
+api-reference/mail-send/mail-send#responses and .../how-to-use-the-sendgrid-v3-api/
+rate-limits).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import (
+    Asm,
+    Category,
+    ClickTracking,
+    CustomArg,
+    From,
+    GroupId,
+    Header,
+    Mail,
+    OpenTracking,
+    Personalization,
+    ReplyTo,
+    To,
+    TrackingSettings,
+)
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from herald.domain.errors import DeliveryError
+from herald.ports.clock import Clock, SystemClock
+from herald.ports.messages import EmailMessage, SendResult
+from herald.settings import Settings
+
+# SendGrid rejects more than 10 categories per message (spec: categories.maxItems).
+MAX_CATEGORIES = 10
+_UNSUBSCRIBE_HEADERS = {"list-unsubscribe", "list-unsubscribe-post"}
+# SendGrid refuses to let these be overridden (spec: headers description).
+_RESERVED_HEADERS = {
+    "x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type",
+    "content-transfer-encoding", "to", "from", "subject", "reply-to", "cc", "bcc",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SendGridConfig:
+    api_key: str
+    from_email: str
+    from_name: str = ""
+    reply_to: str = ""
+    host: str = "https://api.sendgrid.com"
+    timeout_seconds: float = 10.0
+    asm_group_id: int | None = None
+    open_tracking: bool = True
+    click_tracking: bool = False
+    categories: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SendGridConfig:
+        return cls(
+            api_key=settings.sendgrid_api_key,
+            from_email=settings.mail_from,
+            from_name=settings.mail_from_name,
+            reply_to=settings.reply_to,
+            host=settings.sendgrid_host,
+            timeout_seconds=settings.sendgrid_timeout_seconds,
+            asm_group_id=settings.sendgrid_asm_group_id,
+            open_tracking=settings.sendgrid_open_tracking,
+            click_tracking=settings.sendgrid_click_tracking,
+            categories=settings.sendgrid_categories,
+        )
+
+
+def build_mail(config: SendGridConfig, message: EmailMessage) -> Mail:
+    """One personalization with one ``to``; custom args ride on the personalization
+    (SendGrid's spec types message-level ``custom_args`` as a string)."""
+    mail = Mail(
+        from_email=From(config.from_email, config.from_name or None),
+        subject=message.subject,
+        plain_text_content=message.text or None,
+        html_content=message.html or None,
+    )
+    personalization = Personalization()
+    personalization.add_to(To(message.to))
+    for key, value in message.custom_args.items():
+        personalization.add_custom_arg(CustomArg(key, str(value)))
+    mail.add_personalization(personalization)
+    if config.reply_to:
+        mail.reply_to = ReplyTo(config.reply_to)
+    # The helper inserts at the front of its lists, so add in reverse to keep the order.
+    for category in reversed(_categories(config.categories, message.categories)):
+        mail.add_category(Category(category))
+    mail.tracking_settings = TrackingSettings(
+        click_tracking=ClickTracking(config.click_tracking, config.click_tracking),
+        open_tracking=OpenTracking(config.open_tracking),
+    )
+    for name, value in reversed(_headers(config, message.headers).items()):
+        mail.add_header(Header(name, value))
+    if config.asm_group_id is not None:
+        mail.asm = Asm(GroupId(config.asm_group_id))
+    return mail
+
+
+def _categories(*groups: tuple[str, ...]) -> list[str]:
+    seen: dict[str, None] = {}
+    for group in groups:
+        for category in group:
+            if category:
+                seen.setdefault(category[:255], None)
+    return list(seen)[:MAX_CATEGORIES]
+
+
+def _headers(config: SendGridConfig, given: dict[str, str]) -> dict[str, str]:
+    """With an ASM group SendGrid writes its own List-Unsubscribe; without one Herald's
+    one-click URL is used (RFC 8058: List-Unsubscribe-Post only with an https URI)."""
+    headers = {k: v for k, v in given.items() if k.lower() not in _RESERVED_HEADERS | _UNSUBSCRIBE_HEADERS}
+    if config.asm_group_id is None:
+        unsubscribe = next((v for k, v in given.items() if k.lower() == "list-unsubscribe"), "")
+        if unsubscribe:
+            headers["List-Unsubscribe"] = unsubscribe
+            if "<https://" in unsubscribe:
+                headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+class SendGridMailer:
+    """Thread-safe: each worker thread gets its own keep-alive session."""
+
+    def __init__(self, config: SendGridConfig, *, clock: Clock | None = None) -> None:
+        if not config.api_key:
+            raise ValueError("SendGridMailer needs an API key (an empty key means the outbox)")
+        self.config = config
+        self.clock = clock or SystemClock()
+        api = SendGridAPIClient(api_key=config.api_key, host=config.host.rstrip("/"))
+        self.url = f"{api.host}/v3/mail/send"
+        self.headers = {**api.client.request_headers, "Content-Type": "application/json"}
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> SendGridMailer:
+        return cls(SendGridConfig.from_settings(settings), clock=clock)
+
+    def send(self, message: EmailMessage) -> SendResult:
+        try:
+            body = build_mail(self.config, message).get()
+        except Exception as exc:  # the helper's validators (e.g. an API key in the content)
+            raise DeliveryError(f"SendGrid message could not be built: {exc}", permanent=True) from exc
+        try:
+            response = self._session().post(
+                self.url, data=json.dumps(body).encode(), headers=self.headers, timeout=self.config.timeout_seconds
+            )
+        except requests.RequestException as exc:
+            raise classify_exception(exc) from exc
+        if 200 <= response.status_code < 300:
+            return SendResult(message_id=response.headers.get("X-Message-Id", ""))
+        raise classify_response(response.status_code, response.headers, response.text, self.clock.now().timestamp())
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+
+def classify_response(status: int, headers: Any, text: str, now: float) -> DeliveryError:
+    """Non-2xx answers. ``now`` is epoch seconds, to turn X-RateLimit-Reset into a wait."""
+    detail = f"SendGrid {status}: {_error_text(text)}"
+    if status == 429:
+        # Rate limited until X-RateLimit-Reset (epoch seconds); see the rate-limits doc.
+        return DeliveryError(detail, permanent=False, retry_after=_reset_wait(headers, now))
+    if status >= 500 or status == 408:
+        # SendGrid's own trouble: the same request may succeed later.
+        return DeliveryError(detail, permanent=False)
+    # 400 invalid body, 401 bad key, 403 key lacks mail.send or sender not verified,
+    # 413 body over 30 MB: the same request will always fail. Other 4xx likewise.
+    return DeliveryError(detail, permanent=True)
+
+
+def classify_exception(exc: requests.RequestException) -> DeliveryError:
+    if isinstance(exc, requests.ConnectTimeout):
+        return DeliveryError(f"SendGrid connect timeout: {exc}", permanent=False)
+    if isinstance(exc, requests.ReadTimeout):
+        # The request left: SendGrid may have accepted it. Reconcile before resending.
+        return DeliveryError(f"SendGrid read timeout: {exc}", permanent=False, unknown=True)
+    if isinstance(exc, requests.ConnectionError):
+        # Refused, unresolvable, or a failed TLS handshake: nothing reached SendGrid.
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        if isinstance(exc, requests.exceptions.SSLError) or isinstance(
+            reason, NewConnectionError | ConnectTimeoutError
+        ):
+            return DeliveryError(f"SendGrid unreachable: {exc}", permanent=False)
+        # Dropped after the request was written (reset, closed without answer): unknown.
+        return DeliveryError(f"SendGrid connection lost: {exc}", permanent=False, unknown=True)
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
+        return DeliveryError(f"SendGrid host setting is invalid: {exc}", permanent=True)
+    # Broken response bodies and the like: the request was sent.
+    return DeliveryError(f"SendGrid request failed: {exc}", permanent=False, unknown=True)
+
+
+def _reset_wait(headers: Any, now: float) -> float | None:
+    for name, parse in (("X-RateLimit-Reset", lambda v: float(v) - now), ("Retry-After", float)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, parse(value))
+        except ValueError:
+            continue
+    return None
+
+
+def _error_text(text: str) -> str:
+    try:
+        errors = json.loads(text).get("errors") or []
+        messages = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError):
+        messages = text
+    return (messages or "no detail")[:300]

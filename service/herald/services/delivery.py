@@ -54,16 +54,18 @@ def send_delivery(c: Container, delivery_id: str) -> SendOutcome:
             result = c.chat.post(messages.chat_message(report, run, delivery, link_for(c, delivery), file))
     except DeliveryError as exc:
         return _failed_attempt(c, delivery, exc)
+    now = c.clock.now()
     sent = c.store.transition_delivery(
         delivery.id,
         [DeliveryStatus.SENDING],
         DeliveryStatus.SENT,
         provider_message_id=result.message_id,
-        delivered_at=c.clock.now(),
-        updated_at=c.clock.now(),
+        delivered_at=now,
+        updated_at=now,
         last_error="",
         error_kind="",
         lease_until=None,
+        attempt_log=delivery.log_attempt(now, "sent"),
     )
     log.info(
         "delivery sent",
@@ -123,6 +125,7 @@ def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> Sen
         error_kind=kind,
         lease_until=None,
         updated_at=now,
+        attempt_log=delivery.log_attempt(now, kind, exc.message),
     )
     if retrying is not None:
         c.queue.enqueue(send_task(delivery.id, attempt, eta=now + delay))

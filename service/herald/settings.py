@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", frozen=True, extra="ignore")
 
     backend: Literal["embedded", "gcp"] = "embedded"
+    # Which route set this process serves. On Cloud Run the one image runs as three
+    # services (terraform/modules/herald): worker = /tasks, /scheduler, /pubsub (private);
+    # ingress = /webhooks, /l, /healthz (public); admin = /admin, /api (behind IAP).
+    # "all" serves every route (embedded, make run, tests).
+    role: Literal["all", "worker", "ingress", "admin"] = "all"
     data_dir: Path = Path("var")
     host: str = "127.0.0.1"
     port: int = 8080

@@ -186,8 +186,21 @@ def gcs_emulator(emulator_logs: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     emulator = start(
         "fake-gcs-server",
-        [binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
-         "-public-host", f"127.0.0.1:{port}", "-external-url", url],
+        [
+            binary,
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-external-url",
+            url,
+        ],
         emulator_logs,
         url,
     )

@@ -199,8 +199,13 @@ def test_enqueue_many_is_concurrent_within_the_pool_size() -> None:
 
 def test_from_settings() -> None:
     settings = load_settings(
-        gcp_project="p", gcp_location="l", tasks_queue="q", tasks_worker_url="https://w", tasks_service_account=SA,
-        tasks_dispatch_deadline_seconds=900, tasks_fanout_pool=5,
+        gcp_project="p",
+        gcp_location="l",
+        tasks_queue="q",
+        tasks_worker_url="https://w",
+        tasks_service_account=SA,
+        tasks_dispatch_deadline_seconds=900,
+        tasks_fanout_pool=5,
     )
     queue = CloudTasksQueue.from_settings(settings, client=FakeTasksClient())
     assert queue.queue_path == "projects/p/locations/l/queues/q"
@@ -232,9 +237,7 @@ def test_task_is_dispatched_to_the_worker_with_json_body_and_headers(
 
 
 @pytest.mark.emulator
-def test_enqueue_many_through_the_emulator_reaches_the_worker(
-    tasks_emulator: str, http_receiver: HttpReceiver
-) -> None:
+def test_enqueue_many_through_the_emulator_reaches_the_worker(tasks_emulator: str, http_receiver: HttpReceiver) -> None:
     client = build_client(tasks_emulator)
     queue = make_queue(client, worker_url=http_receiver.url)
     try:

@@ -26,12 +26,6 @@ variable "iap_members" {
   default     = []
 }
 
-variable "ops_slack_channel" {
-  description = "Slack channel id for watchdog alerts."
-  type        = string
-  default     = ""
-}
-
 variable "notification_channels" {
   description = "Cloud Monitoring notification channel ids for ops alerts."
   type        = list(string)

@@ -7,7 +7,6 @@ module "herald" {
   image                 = var.image
   public_base_url       = var.public_base_url
   iap_members           = var.iap_members
-  ops_slack_channel     = var.ops_slack_channel
   notification_channels = var.notification_channels
 
   services = {

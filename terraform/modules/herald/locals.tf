@@ -7,10 +7,15 @@ locals {
     tick_job           = "herald-tick"
     watchdog_job       = "herald-watchdog"
     watchdog_scheduler = "herald-watchdog"
-    topics = {
+    # Herald's own events (settings.pubsub_topics: key -> topic id), for other systems.
+    herald_topics = {
+      runs       = "herald-runs"
+      deliveries = "herald-deliveries"
+    }
+    # Published by other systems, pushed to the worker.
+    inbound_topics = {
       business_events = "herald-business-events"
       job_completions = "herald-job-completions"
-      herald_events   = "herald-events"
     }
   }
 
@@ -32,7 +37,7 @@ locals {
   worker_url = local.service_urls["worker"]
   public_url = coalesce(var.public_base_url, local.service_urls["ingress"])
 
-  # Inbound topics are pushed to the worker; Herald's own events are for other systems.
+  # Inbound topics, pushed to these worker routes.
   push_subscriptions = {
     business_events = { topic = "business_events", path = "/pubsub/events" }
     job_completions = { topic = "job_completions", path = "/pubsub/job-status" }

@@ -44,7 +44,7 @@ output "tasks_queue" {
 }
 
 output "topics" {
-  description = "Pub/Sub topic ids: business events and job completions (inbound), Herald's own events (outbound)."
+  description = "Pub/Sub topic ids: business events and job completions (inbound, pushed to the worker); runs and deliveries (Herald's own events, outbound)."
   value       = { for k, t in google_pubsub_topic.main : k => t.id }
 }
 

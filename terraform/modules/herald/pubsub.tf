@@ -1,5 +1,6 @@
 resource "google_pubsub_topic" "main" {
-  for_each = local.names.topics
+  # checkov:skip=CKV_GCP_83:Google-managed encryption is the accepted baseline for Herald; CMEK would add a KMS key and its IAM per environment for no requirement we have (messages carry ids and event fields, not report content).
+  for_each = merge(local.names.inbound_topics, local.names.herald_topics)
 
   project = var.project_id
   name    = each.value
@@ -11,10 +12,11 @@ resource "google_pubsub_topic" "main" {
 }
 
 resource "google_pubsub_topic" "dead_letter" {
+  # checkov:skip=CKV_GCP_83:Google-managed encryption is the accepted baseline for Herald; CMEK would add a KMS key and its IAM per environment for no requirement we have (same messages as the source topics).
   for_each = local.push_subscriptions
 
   project = var.project_id
-  name    = "${local.names.topics[each.value.topic]}-dead-letter"
+  name    = "${local.names.inbound_topics[each.value.topic]}-dead-letter"
   labels  = local.labels
 }
 
@@ -24,7 +26,7 @@ resource "google_pubsub_subscription" "main" {
   for_each = local.push_subscriptions
 
   project = var.project_id
-  name    = "${local.names.topics[each.value.topic]}-push"
+  name    = "${local.names.inbound_topics[each.value.topic]}-push"
   topic   = google_pubsub_topic.main[each.value.topic].id
   labels  = local.labels
 
@@ -95,12 +97,16 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   member       = "serviceAccount:${google_project_service_identity.main["pubsub.googleapis.com"].email}"
 }
 
-# Herald publishes its own events (run completed, delivery failed) for other systems.
+# Herald publishes its own events (runs, deliveries) for other systems to subscribe to.
 resource "google_pubsub_topic_iam_member" "runtime_publisher" {
-  for_each = { for w, a in local.runtime_access : w => a if a.publish }
+  for_each = merge([
+    for w, a in local.runtime_access : {
+      for t in keys(local.names.herald_topics) : "${w}/${t}" => { workload = w, topic = t }
+    } if a.publish
+  ]...)
 
   project = var.project_id
-  topic   = google_pubsub_topic.main["herald_events"].name
+  topic   = google_pubsub_topic.main[each.value.topic].name
   role    = "roles/pubsub.publisher"
-  member  = google_service_account.runtime[each.key].member
+  member  = google_service_account.runtime[each.value.workload].member
 }

@@ -104,8 +104,8 @@ resource "google_cloud_run_v2_service" "main" {
   ]
 }
 
-# Who may invoke which service. Worker: exactly the three push callers. Ingress: anyone.
-# Admin: only IAP's service agent, after IAP has checked the user.
+# Who may invoke which service. Worker: exactly the three push callers. Admin: only IAP's
+# service agent, after IAP has checked the user. Ingress: anyone (public_invoker below).
 locals {
   service_invokers = merge(
     {
@@ -113,8 +113,7 @@ locals {
       "worker/${k}" => { role = "worker", member = sa.member }
     },
     {
-      "ingress/public" = { role = "ingress", member = "allUsers" }
-      "admin/iap"      = { role = "admin", member = "serviceAccount:${google_project_service_identity.main["iap.googleapis.com"].email}" }
+      "admin/iap" = { role = "admin", member = "serviceAccount:${google_project_service_identity.main["iap.googleapis.com"].email}" }
     },
   )
 }
@@ -127,6 +126,16 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
   name     = google_cloud_run_v2_service.main[each.value.role].name
   role     = "roles/run.invoker"
   member   = each.value.member
+}
+
+# The one public service, kept as its own resource so policy CKV2_HERALD_3 can check
+# that allUsers is granted on the ingress service and nowhere else.
+resource "google_cloud_run_v2_service_iam_member" "public_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.main["ingress"].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
 }
 
 resource "google_iap_web_cloud_run_service_iam_member" "admin" {

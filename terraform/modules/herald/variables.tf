@@ -104,26 +104,21 @@ variable "services" {
 }
 
 variable "tasks_queue" {
-  description = "Dispatch limits of the Cloud Tasks queue. Its retry config is only the crash safety net: the 2 / 8 / 32-minute schedule is the application's (ARCHITECTURE.md decision 4)."
+  description = "Dispatch rate limits of the Cloud Tasks queue (its retry config is fixed in tasks.tf)."
   type = object({
     max_dispatches_per_second = optional(number, 20)
     max_concurrent_dispatches = optional(number, 50)
-    max_attempts              = optional(number, 5)
-    min_backoff               = optional(string, "10s")
-    max_backoff               = optional(string, "600s")
-    max_doublings             = optional(number, 4)
-    max_retry_duration        = optional(string, "3600s")
   })
   default = {}
 
   validation {
-    condition     = var.tasks_queue.max_attempts >= 1 && var.tasks_queue.max_attempts <= 10
-    error_message = "max_attempts must be between 1 and 10: unbounded retries would hide a crashing handler."
+    condition     = var.tasks_queue.max_dispatches_per_second > 0 && var.tasks_queue.max_dispatches_per_second <= 500
+    error_message = "max_dispatches_per_second must be in (0, 500]."
   }
 
   validation {
-    condition     = var.tasks_queue.max_dispatches_per_second > 0 && var.tasks_queue.max_dispatches_per_second <= 500
-    error_message = "max_dispatches_per_second must be in (0, 500]."
+    condition     = var.tasks_queue.max_concurrent_dispatches >= 1 && var.tasks_queue.max_concurrent_dispatches <= 5000
+    error_message = "max_concurrent_dispatches must be in [1, 5000]."
   }
 }
 
@@ -186,12 +181,6 @@ variable "iap_members" {
     condition     = alltrue([for m in var.iap_members : can(regex("^(user|group|domain|serviceAccount):", m))])
     error_message = "iap_members entries must start with user:, group:, domain: or serviceAccount:."
   }
-}
-
-variable "ops_slack_channel" {
-  description = "Slack channel id where the watchdog posts ops alerts (#reporting-ops)."
-  type        = string
-  default     = ""
 }
 
 variable "notification_channels" {

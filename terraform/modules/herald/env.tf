@@ -19,23 +19,26 @@ locals {
     HERALD_TASKS_SERVICE_ACCOUNT = google_service_account.invoker["tasks"].email
   }
 
-  env = {
-    worker = merge(local.env_common, {
+  # Per-workload additions, merged over env_common.
+  env_role = {
+    worker = {
       HERALD_ROLE = "worker"
       # Internal routes accept Google OIDC tokens for the worker URL from exactly the
       # three push callers (ARCHITECTURE.md decision 6).
       HERALD_OIDC_AUDIENCE       = local.worker_url
       HERALD_OIDC_ALLOWED_EMAILS = join(",", [for k in ["tasks", "pubsub", "scheduler"] : google_service_account.invoker[k].email])
-    })
-    ingress = merge(local.env_common, {
+    }
+    ingress = {
       HERALD_ROLE = "ingress"
-    })
-    admin = merge(local.env_common, {
+    }
+    admin = {
       HERALD_ROLE = "admin"
-    })
+    }
     # The job serves no routes, so it keeps the default role.
-    watchdog = local.env_common
+    watchdog = {}
   }
+
+  env = { for w in local.workloads : w => merge(local.env_common, local.env_role[w]) }
 
   # Secret Manager secrets (containers only: values are added out of band, see
   # docs/deploy.md) and the workloads that may read each one; nothing else can. `env`

@@ -21,7 +21,7 @@ import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
 from google.api_core import exceptions as gexc
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 if TYPE_CHECKING:
@@ -162,7 +162,9 @@ class GcsBlobStore:
             if self._key_credentials is None:
                 from google.oauth2 import service_account
 
-                self._key_credentials = service_account.Credentials.from_service_account_file(self.signing_key_file)
+                self._key_credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                    self.signing_key_file
+                )
             return self._key_credentials
 
     def _fresh_runtime_credentials(self) -> Any:
@@ -184,9 +186,13 @@ class _BoundedRequest(google.auth.transport.requests.Request):
         super().__init__()
         self._timeout = timeout
 
-    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None, **kwargs: Any) -> Any:
-        kwargs["timeout"] = min(float(kwargs.get("timeout") or self._timeout), self._timeout)
-        return super().__call__(url, method=method, body=body, headers=headers, **kwargs)
+    def __call__(
+        self, url: Any, method: Any = "GET", body: Any = None, headers: Any = None, timeout: Any = None, **kwargs: Any
+    ) -> Any:
+        bounded = min(float(timeout or self._timeout), self._timeout)
+        return super().__call__(  # type: ignore[no-untyped-call]
+            url, method=method, body=body, headers=headers, timeout=bounded, **kwargs
+        )
 
 
 def _error(action: str, exc: gexc.GoogleAPICallError) -> BlobStoreError:

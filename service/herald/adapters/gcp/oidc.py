@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import google.auth.exceptions
+import google.auth.transport
 import google.auth.transport.requests
 import requests
 from google.oauth2 import id_token
@@ -62,7 +63,7 @@ class _CertsResponse:
         self.headers: dict[str, str] = {}
 
 
-class CachedCertsRequest:
+class CachedCertsRequest(google.auth.transport.Request):
     """A google.auth transport ``Request`` that caches the certificate document.
 
     Google rotates its signing keys and says how long a copy may be kept with
@@ -86,7 +87,9 @@ class CachedCertsRequest:
         self._cache: dict[str, tuple[float, _CertsResponse]] = {}
         self.fetches = 0
 
-    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+    def __call__(
+        self, url: Any, method: Any = "GET", body: Any = None, headers: Any = None, timeout: Any = None, **kwargs: Any
+    ) -> Any:
         if method != "GET":
             return self._inner(url, method=method, body=body, headers=headers, timeout=self._timeout)
         with self._lock:

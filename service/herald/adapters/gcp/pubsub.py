@@ -26,7 +26,7 @@ from google.api_core import retry as gretry
 from herald.ports.events import PublishError
 
 if TYPE_CHECKING:
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     from herald.settings import Settings
 
@@ -120,7 +120,7 @@ def parse_push_envelope(body: bytes) -> PushMessage:
 
 def build_publisher_client(emulator_host: str = "") -> pubsub_v1.PublisherClient:
     """A publisher with message ordering enabled; with an emulator host, plain gRPC."""
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
     if emulator_host:

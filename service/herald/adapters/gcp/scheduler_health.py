@@ -51,7 +51,8 @@ class TickHealth:
 def _aware(value: Any) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    stamp: datetime = value  # proto-plus hands back DatetimeWithNanoseconds, a datetime
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def build_client() -> scheduler_v1.CloudSchedulerClient:

@@ -74,6 +74,32 @@ def _parse_ts(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+class DefinitionCache:
+    """Parsed definitions by their stored JSON.
+
+    Every send reads its report; validating a definition with 10,000 recipients on
+    each read made a run quadratic. Definitions are immutable, so the stored text is
+    a safe key; the cache is small and bounded.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: dict[str, ReportDefinition] = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def parse(self, doc: str) -> ReportDefinition:
+        with self._lock:
+            found = self._items.get(doc)
+        if found is not None:
+            return found
+        parsed = ReportDefinition.model_validate_json(doc)
+        with self._lock:
+            if len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)))
+            self._items[doc] = parsed
+        return parsed
+
+
 def _cursor(*parts: str) -> str:
     return "|".join(parts)
 
@@ -83,6 +109,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._definitions = DefinitionCache()
         self._conn().executescript(SCHEMA)
 
     # Connections ---------------------------------------------------------------------
@@ -128,9 +155,8 @@ class SQLiteStore:
                 ),
             )
 
-    @staticmethod
-    def _report(row: sqlite3.Row | tuple[Any, ...]) -> StoredReport:
-        return StoredReport(ReportDefinition.model_validate_json(row[1]), _from_ts(row[0]))
+    def _report(self, row: sqlite3.Row | tuple[Any, ...]) -> StoredReport:
+        return StoredReport(self._definitions.parse(row[1]), _from_ts(row[0]))
 
     def get_report(self, report_id: str) -> StoredReport | None:
         row = self._conn().execute("SELECT next_fire_at, doc FROM reports WHERE id=?", (report_id,)).fetchone()

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): measured speed, reported as figures and same-run ratios."""

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -217,6 +218,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    received_at: datetime
 
     def json(self) -> object:
         return json.loads(self.body)
@@ -246,7 +248,7 @@ class HttpReceiver:
                 body = self.rfile.read(length) if length else b""
                 with receiver._cond:
                     headers = {key.lower(): value for key, value in self.headers.items()}  # names are case-insensitive
-                    receiver.requests.append(Received(self.command, self.path, headers, body))
+                    receiver.requests.append(Received(self.command, self.path, headers, body, datetime.now(UTC)))
                     receiver._cond.notify_all()
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")

@@ -237,6 +237,20 @@ def test_task_is_dispatched_to_the_worker_with_json_body_and_headers(
 
 
 @pytest.mark.emulator
+def test_eta_holds_the_task_back_until_its_schedule_time(tasks_emulator: str, http_receiver: HttpReceiver) -> None:
+    client = build_client(tasks_emulator)
+    queue = make_queue(client, worker_url=http_receiver.url)
+    eta = datetime.now(UTC) + timedelta(seconds=1.5)
+    try:
+        assert queue.enqueue(Task("send-emu-eta", "/tasks/deliveries/send", {"late": True}, eta=eta))
+        (received,) = http_receiver.wait_for(1)
+    finally:
+        client.transport.close()
+    assert received.json() == {"late": True}
+    assert received.received_at >= eta
+
+
+@pytest.mark.emulator
 def test_enqueue_many_through_the_emulator_reaches_the_worker(tasks_emulator: str, http_receiver: HttpReceiver) -> None:
     client = build_client(tasks_emulator)
     queue = make_queue(client, worker_url=http_receiver.url)

@@ -29,7 +29,7 @@ def _ensure_environment() -> None:
     rc.touch()
     env = dict(os.environ, HERALD_TF_ENV="1", TF_CLI_CONFIG_FILE=str(rc), TF_IN_AUTOMATION="1")
     env.setdefault("CHECKPOINT_DISABLE", "1")  # no version check calls home
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)  # noqa: S606 - re-exec of this same script
 
 
 def _print(result: object) -> None:
@@ -50,7 +50,8 @@ def fmt(dirs: list[str], check: bool) -> int:
         _print(result)
         if result.retcode != 0:
             status = 1
-            print(f"{d}: {'not formatted' if check else 'fmt failed'} (terraform fmt exit {result.retcode})", file=sys.stderr)
+            problem = "not formatted" if check else "fmt failed"
+            print(f"{d}: {problem} (terraform fmt exit {result.retcode})", file=sys.stderr)
     return status
 
 

@@ -24,10 +24,11 @@ locals {
     )) => idx
   }
 
-  # TTL policies (and their single-field index overrides) from fieldOverrides with "ttl": true.
-  firestore_ttl_fields = {
+  # Field overrides: TTL policies ("ttl": true) and single-field index exemptions
+  # ("indexes": [] turns indexing off for large or never-queried fields).
+  firestore_fields = {
     for o in try(local.firestore_spec.fieldOverrides, []) :
-    "${o.collectionGroup}/${o.fieldPath}" => o if try(o.ttl, false)
+    "${o.collectionGroup}/${o.fieldPath}" => o
   }
 }
 
@@ -49,8 +50,8 @@ resource "google_firestore_index" "main" {
   }
 }
 
-resource "google_firestore_field" "ttl" {
-  for_each = local.firestore_ttl_fields
+resource "google_firestore_field" "main" {
+  for_each = local.firestore_fields
 
   project    = var.project_id
   database   = google_firestore_database.main.name
@@ -58,10 +59,13 @@ resource "google_firestore_field" "ttl" {
   field      = each.value.fieldPath
 
   # Documents are deleted (within about a day) once this timestamp has passed.
-  ttl_config {}
+  dynamic "ttl_config" {
+    for_each = try(each.value.ttl, false) ? [true] : []
+    content {}
+  }
 
-  # A TTL timestamp is never queried; an empty "indexes" list drops its single-field
-  # indexes, which would otherwise hot-spot on monotonically increasing values.
+  # An empty list drops the field's single-field indexes: TTL timestamps are never
+  # queried (and would hot-spot), large blobs would hit the index-entry size limit.
   dynamic "index_config" {
     for_each = can(each.value.indexes) ? [each.value.indexes] : []
     content {

@@ -72,9 +72,11 @@ def _measure(recipients: int, threads: int) -> dict[str, Any]:
 def run(recipients: int = RECIPIENTS) -> dict[str, Any]:
     results = []
     for threads in (1, 8):
-        out = subprocess.run(  # noqa: S603
+        out = subprocess.run(
             [sys.executable, "-m", "bench.pipeline", str(recipients), str(threads)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for r in results:

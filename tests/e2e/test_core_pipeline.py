@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import email
+import itertools
 from datetime import datetime
 
 import pytest
@@ -84,7 +85,7 @@ def test_200_recipients_with_transient_and_permanent_failures(tmp_path, sink):
     # Retries happened at the configured delays (never earlier; the queue adds only its poll latency).
     for address in exhausted:
         times = [datetime.fromisoformat(e["at"]) for e in by_recipient[address]["attempt_log"]]
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert len(gaps) == 3
         for gap, delay in zip(gaps, DELAYS, strict=True):
             assert delay <= gap < delay + 5, (address, gaps)

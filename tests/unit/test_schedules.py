@@ -84,3 +84,9 @@ def test_slots_between_keeps_the_most_recent():
     schedule = Schedule(cron="* * * * *")
     slots = slots_between(schedule, utc(2026, 1, 1, 0, 0), utc(2026, 1, 1, 0, 10), limit=3)
     assert slots == [utc(2026, 1, 1, 0, 8), utc(2026, 1, 1, 0, 9), utc(2026, 1, 1, 0, 10)]
+
+
+def test_a_tick_just_after_the_gap_still_fires_the_shifted_slot():
+    # 30 seconds after London springs forward (01:00 UTC), the 01:30 slot (shifted to 02:30 BST) is still ahead.
+    schedule = Schedule(cron="30 1 * * *", timezone="Europe/London")
+    assert next_fire_times(schedule, utc(2026, 3, 29, 1, 0, 30), 1) == [utc(2026, 3, 29, 1, 30)]

@@ -20,6 +20,7 @@ from croniter import CroniterBadDateError, croniter
 
 from herald.domain.reports import Schedule
 
+_DST_WINDOW = timedelta(hours=3)  # the largest shift in tzdata is 2 hours (Antarctica/Troll)
 _MAX_SCAN = 10_000  # wall times inspected before giving up (a cron that never fires)
 
 
@@ -28,8 +29,11 @@ def fire_times_after(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     if after.tzinfo is None:
         raise ValueError("after must be timezone-aware")
     zone = ZoneInfo(schedule.timezone)
-    # Start an hour early in wall time so the repeated hour of a fall-back is not skipped.
-    start_wall = after.astimezone(zone).replace(tzinfo=None) - timedelta(hours=1)
+    start_wall = after.astimezone(zone).replace(tzinfo=None)
+    if (after - _DST_WINDOW).astimezone(zone).utcoffset() != after.astimezone(zone).utcoffset():
+        # Just after a transition, wall times before ``after``'s own can still lie ahead
+        # (a spring-forward gap's shifted slots): start a few hours early and let the filter drop the past.
+        start_wall -= _DST_WINDOW
     walls = croniter(schedule.cron, start_wall, ret_type=datetime)
     last = after
     for _ in range(_MAX_SCAN):

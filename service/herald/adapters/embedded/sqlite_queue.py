@@ -61,6 +61,7 @@ class SQLiteQueue:
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
         self._local = threading.local()
+        self._write_lock = threading.Lock()
         self._wakeup = threading.Condition()
         self._conn().executescript(SCHEMA)
 
@@ -76,14 +77,17 @@ class SQLiteQueue:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        # SQLite allows one writer; queueing threads on a lock here beats its busy
+        # handler, which sleeps in growing steps. Other processes still meet busy_timeout.
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     # Producer side ----------------------------------------------------------------------
     def enqueue(self, task: Task) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -236,10 +237,22 @@ def test_concurrent_sends_from_many_threads_do_not_mix(sendgrid_sink: SendGridSi
     mailer.close()
 
     assert len(set(ids)) == 200
+    assert sendgrid_sink.counts["connections"] <= 16  # kept alive, one per concurrent sender at most
     by_recipient = {
         a.recipient: a.body["personalizations"][0]["custom_args"]["delivery_id"] for a in sendgrid_sink.accepted
     }
     assert by_recipient == {to: to for to in recipients}
+
+
+def test_short_lived_threads_reuse_one_kept_alive_connection(sendgrid_sink: SendGridSink) -> None:
+    mailer = SendGridMailer(config(sendgrid_sink.url))
+
+    for i in range(20):
+        thread = threading.Thread(target=mailer.send, args=(message(f"user{i}@example.com"),))
+        thread.start()
+        thread.join(timeout=10)
+
+    assert (sendgrid_sink.counts["accepted"], sendgrid_sink.counts["connections"]) == (20, 1)
 
 
 def test_an_empty_api_key_is_refused() -> None:

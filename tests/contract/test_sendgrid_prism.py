@@ -31,10 +31,9 @@ class RecordingMailer(SendGridMailer):
         self.answers: list[requests.Response] = []
         self._answers_lock = threading.Lock()
 
-    def _session(self) -> requests.Session:
-        session = super()._session()
-        if self._record not in session.hooks["response"]:
-            session.hooks["response"].append(self._record)
+    def _new_session(self) -> requests.Session:
+        session = super()._new_session()
+        session.hooks["response"].append(self._record)
         return session
 
     def _record(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:

@@ -71,7 +71,7 @@ class SendGridSink:
         self.record = record
         self.accepted: list[Accepted] = []
         self.seen: list[Seen] = []
-        self.counts = {"requests": 0, "accepted": 0}
+        self.counts = {"requests": 0, "accepted": 0, "connections": 0}
         self._scripts: dict[str, deque[Behaviour]] = {}
         self._lock = threading.Lock()
         handler = type("SinkHandler", (_SinkHandler,), {"sink": self})
@@ -157,6 +157,11 @@ class SendGridSink:
 class _SinkHandler(FakeHandler):
     sink: SendGridSink
 
+    def setup(self) -> None:
+        super().setup()
+        with self.sink._lock:
+            self.sink.counts["connections"] += 1  # one per TCP connection: shows keep-alive reuse
+
     def do_GET(self) -> None:
         if self.path == "/__sink/stats":
             with self.sink._lock:
@@ -165,6 +170,7 @@ class _SinkHandler(FakeHandler):
             self.reply(404, {"errors": [{"message": "not found", "field": None}]})
 
     def do_POST(self) -> None:
+        started = time.perf_counter()
         raw = self.read_body()
         sink = self.sink
         if self.path != MAIL_SEND:
@@ -179,7 +185,8 @@ class _SinkHandler(FakeHandler):
             sink._note("", 400)
             return self.reply(400, _errors("Bad Request", "personalizations"))
         behaviour = sink._next(recipient) or Behaviour()
-        self.server.pause((sink.latency_ms + behaviour.delay_ms) / 1000)
+        # The latency is the answer time, including this handler's own work.
+        self.server.pause((sink.latency_ms + behaviour.delay_ms) / 1000 - (time.perf_counter() - started))
         if behaviour.hang_up:
             sink._note(recipient, 0)
             return self.hang_up()
@@ -211,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
+    # Own process, many sleeping handler threads: wake them promptly (default GIL switch is 5 ms).
+    sys.setswitchinterval(0.0005)
     with SendGridSink(latency_ms=args.latency_ms, record=False, port=args.port) as sink:
         print(f"PORT {sink.server.server_address[1]}", flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)

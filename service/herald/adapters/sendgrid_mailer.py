@@ -1,8 +1,8 @@
 """The Mailer port on SendGrid's v3 mail send API: one request per recipient.
 
 The body is built by the ``sendgrid`` library's ``Mail`` helper and the auth headers
-come from ``SendGridAPIClient``; the request itself goes through a ``requests.Session``
-per worker thread. ``python_http_client`` (the library's transport) opens a new
+come from ``SendGridAPIClient``; the request itself goes through a pooled keep-alive
+``requests.Session``. ``python_http_client`` (the library's transport) opens a new
 urllib opener and TCP (and TLS) connection for every call; a keep-alive session does
 not, and SendGrid answers ~50 ms per request, so Herald's throughput is concurrency
 over that latency only if connections are reused.
@@ -15,7 +15,10 @@ rate-limits).
 from __future__ import annotations
 
 import json
+import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +139,9 @@ def _headers(config: SendGridConfig, given: dict[str, str]) -> dict[str, str]:
 
 
 class SendGridMailer:
-    """Thread-safe: each worker thread gets its own keep-alive session."""
+    """Thread-safe. Keep-alive sessions are pooled, not tied to threads: a worker takes an
+    idle one (or makes one when all are busy) and puts it back, so there are never more
+    sessions than concurrent sends, even when callers run on short-lived threads."""
 
     def __init__(self, config: SendGridConfig, *, clock: Clock | None = None) -> None:
         if not config.api_key:
@@ -146,7 +151,7 @@ class SendGridMailer:
         api = SendGridAPIClient(api_key=config.api_key, host=config.host.rstrip("/"))
         self.url = f"{api.host}/v3/mail/send"
         self.headers = {**api.client.request_headers, "Content-Type": "application/json"}
-        self._local = threading.local()
+        self._idle: queue.LifoQueue[requests.Session] = queue.LifoQueue()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
 
@@ -156,16 +161,16 @@ class SendGridMailer:
 
     def send(self, message: EmailMessage) -> SendResult:
         try:
-            body = build_mail(self.config, message).get()
+            body = json.dumps(build_mail(self.config, message).get()).encode()
         except Exception as exc:  # the helper's validators (e.g. an API key in the content)
             raise DeliveryError(f"SendGrid message could not be built: {exc}", permanent=True) from exc
-        try:
-            response = self._session().post(
-                self.url, data=json.dumps(body).encode(), headers=self.headers, timeout=self.config.timeout_seconds
-            )
-        except requests.RequestException as exc:
-            raise classify_exception(exc) from exc
+        with self._session() as session:
+            try:
+                response = session.post(self.url, data=body, headers=self.headers, timeout=self.config.timeout_seconds)
+            except requests.RequestException as exc:
+                raise classify_exception(exc) from exc
         if 200 <= response.status_code < 300:
+            # SendGrid's X-Message-Id; Prism (the spec) has none, so it may be empty there.
             return SendResult(message_id=response.headers.get("X-Message-Id", ""))
         raise classify_response(response.status_code, response.headers, response.text, self.clock.now().timestamp())
 
@@ -175,16 +180,24 @@ class SendGridMailer:
         for session in sessions:
             session.close()
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
+    @contextmanager
+    def _session(self) -> Iterator[requests.Session]:
+        try:
+            session = self._idle.get_nowait()
+        except queue.Empty:
+            session = self._new_session()
+        try:
+            yield session
+        finally:
+            self._idle.put(session)  # a broken connection is dropped by urllib3, not the session
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        with self._lock:
+            self._sessions.append(session)
         return session
 
 

@@ -67,7 +67,10 @@ class Store(Protocol):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        """Runs, newest first (created_at, then id, descending); ``cursor`` is opaque."""
+        """Runs, newest first (created_at, then id, descending); ``cursor`` is opaque.
+
+        Paging with ``next_cursor`` until it is None returns every matching run exactly once
+        (records created meanwhile may or may not appear). Cursors are backend-specific."""
         ...
 
     # Deliveries ----------------------------------------------------------------
@@ -79,7 +82,10 @@ class Store(Protocol):
     def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
         """Take a delivery for sending: queued/retrying (when due) or sending with an expired lease.
 
-        The claim increments ``attempts``; None means not claimable now.
+        Due: ``next_attempt_at`` is None or <= ``now``; expired: ``lease_until`` is None or
+        <= ``now``. The claim sets status sending, ``lease_until`` and ``updated_at = now``
+        and increments ``attempts``; None means not claimable now (or no such delivery).
+        Atomic: of concurrent claims, exactly one wins.
         """
         ...
 

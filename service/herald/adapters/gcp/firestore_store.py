@@ -1,0 +1,442 @@
+"""The store port on Firestore (Native mode), for the gcp backend.
+
+- Creates are ``document.create()``: ``AlreadyExists`` is the normal "it was there"
+  answer, so redelivered ticks, tasks and pushes create nothing twice.
+- Every conditional write (CAS, claim) is a transaction whose body only reads, decides
+  and stages writes: the client may run it several times on contention, so nothing
+  with a side effect happens inside it.
+- Every query is bounded by the work it serves (due reports, one run's deliveries, a
+  page); the composite indexes they need are declared in ``firestore_indexes.json``
+  next to this file, which Terraform reads.
+- Document ids are the domain's deterministic ids, or a hash of a composite key
+  (``firestore_docs.key``): spread out, never monotonic.
+- De-duplication and history documents carry ``expire_at``, the TTL field of their
+  collection (see ``fieldOverrides`` in the index file).
+
+Collection names are the contract between backends: ``reports``, ``runs``,
+``report_delivery_log``, ``job_status``, ``suppressions``, ``alerts``, ``inbound_events``.
+``prefix`` is prepended to each (e.g. one Firestore database shared by test runs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
+from pydantic import BaseModel
+
+from herald.adapters.gcp.firestore_docs import (
+    OpCounts,
+    decode,
+    encode,
+    fields_doc,
+    from_doc,
+    key,
+    make_cursor,
+    parse_cursor,
+    to_doc,
+)
+from herald.domain.records import Alert, Delivery, Run
+from herald.domain.reports import ReportDefinition
+from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
+from herald.ports.store import Page, StoredReport, Suppression
+
+R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
+U = TypeVar("U")
+
+BATCH_LIMIT = 500  # writes per commit (https://firebase.google.com/docs/firestore/manage-data/transactions)
+NAME = FieldPath.document_id()  # "__name__"
+# A change function returns the new record and the names of the fields it changed.
+Change = Callable[[R], tuple[R, set[str]] | None]
+
+
+class FirestoreStore:
+    def __init__(
+        self,
+        client: firestore.Client,
+        prefix: str = "",
+        *,
+        event_retention: timedelta = timedelta(days=30),
+        history_retention: timedelta | None = timedelta(days=400),
+        pool_size: int = 16,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._event_retention = event_retention
+        self._history_retention = history_retention
+        self._pool_size = pool_size
+        self.op_counts = OpCounts()
+
+    # Plumbing ------------------------------------------------------------------------
+    def _col(self, name: str) -> firestore.CollectionReference:
+        return self._client.collection(self._prefix + name)
+
+    def _expire(self, created_at: datetime) -> dict[str, Any]:
+        return {"expire_at": encode(created_at + self._history_retention)} if self._history_retention else {}
+
+    def _parallel(self, fn: Callable[[T], U], items: Sequence[T]) -> list[U]:
+        """Independent RPCs side by side (bounded pool); a pool only when it helps."""
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self._pool_size, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def _create(self, ref: firestore.DocumentReference, data: dict[str, Any]) -> bool:
+        try:
+            ref.create(data)
+        except gexc.AlreadyExists:
+            self.op_counts.add(conflicts=1)
+            return False
+        self.op_counts.add(writes=1)
+        return True
+
+    def _get(self, ref: firestore.DocumentReference) -> dict[str, Any] | None:
+        snapshot = ref.get()
+        self.op_counts.add(reads=1)
+        return snapshot.to_dict() if snapshot.exists else None
+
+    def _query(self, query: firestore.Query) -> list[firestore.DocumentSnapshot[Any]]:
+        snapshots = list(query.stream())
+        self.op_counts.query_read(len(snapshots))
+        return snapshots
+
+    def _mutate(self, collection: str, model: type[R], doc_id: str, change: Change[R]) -> R | None:
+        """Read, let ``change`` decide (None = refuse), stage the update: one transaction."""
+        ref = self._col(collection).document(doc_id)
+
+        def body(transaction: firestore.Transaction) -> R | None:
+            snapshot = ref.get(transaction=transaction)
+            self.op_counts.add(reads=1)
+            if not snapshot.exists:
+                return None
+            decided = change(from_doc(model, snapshot.to_dict() or {}))
+            if decided is None:
+                return None
+            updated, names = decided
+            if names:
+                data = fields_doc(model, updated, names)
+                if "recipient" in names:
+                    data["recipient_lc"] = str(data["recipient"]).lower()
+                transaction.update(ref, data)
+            return updated
+
+        # A fresh _Transactional per call: it keeps retry state on itself.
+        result: R | None = firestore.transactional(body)(self._client.transaction())
+        if result is not None:
+            self.op_counts.add(writes=1)
+        return result
+
+    @staticmethod
+    def _updating(fields: dict[str, Any], **more: Any) -> Callable[[R], tuple[R, set[str]]]:
+        def change(record: R) -> tuple[R, set[str]]:
+            update = {**fields, **more}
+            return record.model_copy(update=update), set(update)
+
+        return change
+
+    # Reports -------------------------------------------------------------------------
+    def save_report(self, definition: ReportDefinition, next_fire_at: datetime | None) -> None:
+        # The definition is kept as JSON text: Firestore refuses arrays inside arrays,
+        # which a table source's rows are. The fields queries need sit beside it.
+        doc = {
+            "name": definition.name,
+            "owner": definition.owner,
+            "enabled": definition.enabled,
+            "next_fire_at": encode(next_fire_at),
+            "definition_json": definition.model_dump_json(),
+        }
+        self._col("reports").document(definition.id).set(doc)
+        self.op_counts.add(writes=1)
+
+    @staticmethod
+    def _report(data: dict[str, Any]) -> StoredReport:
+        definition = ReportDefinition.model_validate_json(data["definition_json"])
+        return StoredReport(definition, decode(data.get("next_fire_at")))
+
+    def get_report(self, report_id: str) -> StoredReport | None:
+        data = self._get(self._col("reports").document(report_id))
+        return self._report(data) if data else None
+
+    def list_reports(self) -> list[StoredReport]:
+        return [self._report(s.to_dict() or {}) for s in self._query(self._col("reports").order_by(NAME))]
+
+    def due_reports(self, now: datetime, limit: int) -> list[StoredReport]:
+        query = (
+            self._col("reports")
+            .where(filter=FieldFilter("enabled", "==", True))
+            .where(filter=FieldFilter("next_fire_at", "<=", encode(now)))
+            .order_by("next_fire_at")
+            .order_by(NAME)
+            .limit(limit)
+        )
+        return [self._report(s.to_dict() or {}) for s in self._query(query)]
+
+    def advance_schedule(self, report_id: str, expected: datetime, next_fire_at: datetime | None) -> bool:
+        ref = self._col("reports").document(report_id)
+
+        def body(transaction: firestore.Transaction) -> bool:
+            snapshot = ref.get(transaction=transaction)
+            self.op_counts.add(reads=1)
+            if not snapshot.exists or decode((snapshot.to_dict() or {}).get("next_fire_at")) != expected:
+                return False
+            transaction.update(ref, {"next_fire_at": encode(next_fire_at)})
+            return True
+
+        moved: bool = firestore.transactional(body)(self._client.transaction())
+        if moved:
+            self.op_counts.add(writes=1)
+        return moved
+
+    # Runs ----------------------------------------------------------------------------
+    def create_run(self, run: Run) -> bool:
+        return self._create(self._col("runs").document(run.id), {**to_doc(run), **self._expire(run.created_at)})
+
+    def get_run(self, run_id: str) -> Run | None:
+        data = self._get(self._col("runs").document(run_id))
+        return from_doc(Run, data) if data else None
+
+    def transition_run(
+        self, run_id: str, from_statuses: Iterable[RunStatus], to: RunStatus, **fields: Any
+    ) -> Run | None:
+        allowed = set(from_statuses)
+        update = self._updating(fields, status=to)
+        return self._mutate("runs", Run, run_id, lambda run: update(run) if run.status in allowed else None)
+
+    def update_run(self, run_id: str, **fields: Any) -> Run | None:
+        return self._mutate("runs", Run, run_id, self._updating(fields))
+
+    def _page(self, query: firestore.Query, model: type[R], limit: int, cursor: str | None, descending: bool) -> Page:
+        direction = firestore.Query.DESCENDING if descending else firestore.Query.ASCENDING
+        query = query.order_by("created_at", direction=direction).order_by(NAME, direction=direction)
+        if cursor:
+            created_at, doc_id = parse_cursor(cursor)
+            query = query.start_after({"created_at": encode(created_at), "__name__": doc_id})
+        snapshots = self._query(query.limit(limit + 1))
+        items = [from_doc(model, s.to_dict() or {}) for s in snapshots[:limit]]
+        more = len(snapshots) > limit
+        return Page(items, make_cursor(items[-1].created_at, items[-1].id) if more else None)  # type: ignore[attr-defined]
+
+    def list_runs(
+        self,
+        report_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        query: firestore.Query = self._col("runs")  # type: ignore[assignment]
+        if report_id is not None:
+            query = query.where(filter=FieldFilter("report_id", "==", report_id))
+        if status is not None:
+            query = query.where(filter=FieldFilter("status", "==", str(status)))
+        return self._page(query, Run, limit, cursor, descending=True)
+
+    # Deliveries ----------------------------------------------------------------------
+    def _delivery_doc(self, d: Delivery) -> dict[str, Any]:
+        return {**to_doc(d), "recipient_lc": d.recipient.lower(), **self._expire(d.created_at)}
+
+    def create_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        unique = list({d.id: d for d in deliveries}.values())
+        chunks = [unique[i : i + BATCH_LIMIT] for i in range(0, len(unique), BATCH_LIMIT)]
+        return sum(self._parallel(self._create_chunk, chunks))
+
+    def _create_chunk(self, chunk: list[Delivery]) -> int:
+        """One atomic batch of creates; if any exists, keep only the missing and retry."""
+        col = self._col("report_delivery_log")
+        pending = chunk
+        for _ in range(3):
+            batch = self._client.batch()
+            for d in pending:
+                batch.create(col.document(d.id), self._delivery_doc(d))
+            try:
+                batch.commit()
+            except gexc.AlreadyExists:
+                snapshots = list(self._client.get_all([col.document(d.id) for d in pending]))
+                self.op_counts.add(reads=len(pending), conflicts=1)
+                existing = {s.id for s in snapshots if s.exists}
+                pending = [d for d in pending if d.id not in existing]
+                if not pending:
+                    return 0
+                continue
+            self.op_counts.add(writes=len(pending))
+            return len(pending)
+        # Still racing another fan-out of the same run: settle it document by document.
+        return sum(self._create(col.document(d.id), self._delivery_doc(d)) for d in pending)
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        data = self._get(self._col("report_delivery_log").document(delivery_id))
+        return from_doc(Delivery, data) if data else None
+
+    def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+        def change(d: Delivery) -> tuple[Delivery, set[str]] | None:
+            if d.status not in DELIVERY_CLAIMABLE:
+                return None
+            if d.status == DeliveryStatus.SENDING and d.lease_until and d.lease_until > now:
+                return None
+            if d.status != DeliveryStatus.SENDING and d.next_attempt_at and d.next_attempt_at > now:
+                return None
+            update = {
+                "status": DeliveryStatus.SENDING,
+                "attempts": d.attempts + 1,
+                "lease_until": lease_until,
+                "updated_at": now,
+            }
+            return d.model_copy(update=update), set(update)
+
+        return self._mutate("report_delivery_log", Delivery, delivery_id, change)
+
+    def transition_delivery(
+        self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
+    ) -> Delivery | None:
+        allowed = set(from_statuses)
+        update = self._updating(fields, status=to)
+        return self._mutate(
+            "report_delivery_log", Delivery, delivery_id, lambda d: update(d) if d.status in allowed else None
+        )
+
+    def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None:
+        return self._mutate("report_delivery_log", Delivery, delivery_id, self._updating(fields))
+
+    def list_deliveries(
+        self,
+        run_id: str | None = None,
+        report_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        recipient: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        query: firestore.Query = self._col("report_delivery_log")  # type: ignore[assignment]
+        filters = (
+            ("run_id", run_id),
+            ("report_id", report_id),
+            ("status", str(status) if status is not None else None),
+            ("recipient_lc", recipient.lower() if recipient is not None else None),
+        )
+        for field, value in filters:
+            if value is not None:
+                query = query.where(filter=FieldFilter(field, "==", value))
+        return self._page(query, Delivery, limit, cursor, descending=False)
+
+    def _of_run(self, run_id: str) -> firestore.Query:
+        return self._col("report_delivery_log").where(filter=FieldFilter("run_id", "==", run_id))
+
+    def has_open_deliveries(self, run_id: str) -> bool:
+        query = self._of_run(run_id).where(filter=FieldFilter("status", "in", sorted(DELIVERY_OPEN))).limit(1)
+        return bool(self._query(query.select(["status"])))
+
+    def delivery_counts(self, run_id: str) -> dict[str, int]:
+        """One count() aggregation per status, side by side: O(statuses), not O(deliveries)."""
+
+        def count(status: DeliveryStatus) -> tuple[str, int]:
+            query: Any = self._of_run(run_id).where(filter=FieldFilter("status", "==", str(status)))
+            results = query.count(alias="n").get()  # [[AggregationResult]] (the library's hints say otherwise)
+            n = int(results[0][0].value)
+            self.op_counts.count_read(n)
+            return str(status), n
+
+        return {status: n for status, n in self._parallel(count, list(DeliveryStatus)) if n}
+
+    # Alerts --------------------------------------------------------------------------
+    def add_alert(self, alert: Alert) -> bool:
+        return self._create(self._col("alerts").document(alert.id), {**to_doc(alert), **self._expire(alert.created_at)})
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        data = self._get(self._col("alerts").document(alert_id))
+        return from_doc(Alert, data) if data else None
+
+    def mark_alert_sent(self, alert_id: str) -> None:
+        try:
+            self._col("alerts").document(alert_id).update({"sent": True})
+        except gexc.NotFound:
+            return
+        self.op_counts.add(writes=1)
+
+    def list_alerts(self, limit: int = 50, report_id: str | None = None) -> list[Alert]:
+        query: firestore.Query = self._col("alerts")  # type: ignore[assignment]
+        if report_id is not None:
+            query = query.where(filter=FieldFilter("report_id", "==", report_id))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            NAME, direction=firestore.Query.DESCENDING
+        )
+        return [from_doc(Alert, s.to_dict() or {}) for s in self._query(query.limit(limit))]
+
+    # Event de-duplication --------------------------------------------------------------
+    def remember_events(self, kind: str, event_ids: Sequence[str], now: datetime) -> set[str]:
+        col = self._col("inbound_events")
+        expire_at = encode(now + self._event_retention)
+
+        def remember(event_id: str) -> bool:
+            doc = {"kind": kind, "event_id": event_id, "created_at": encode(now), "expire_at": expire_at}
+            return self._create(col.document(key(kind, event_id)), doc)
+
+        unique = list(dict.fromkeys(event_ids))
+        return {event_id for event_id, new in zip(unique, self._parallel(remember, unique), strict=True) if new}
+
+    # Suppressions ----------------------------------------------------------------------
+    def _suppression_ref(self, recipient: str, scope: str) -> firestore.DocumentReference:
+        return self._col("suppressions").document(key(recipient.lower(), scope))
+
+    @staticmethod
+    def _suppression(data: dict[str, Any]) -> Suppression:
+        return Suppression(data["recipient"], data["scope"], data["reason"], decode(data["created_at"]))
+
+    def add_suppression(self, suppression: Suppression) -> bool:
+        doc = {
+            "recipient": suppression.recipient.lower(),
+            "scope": suppression.scope,
+            "reason": suppression.reason,
+            "created_at": encode(suppression.created_at),
+        }
+        return self._create(self._suppression_ref(suppression.recipient, suppression.scope), doc)
+
+    def lift_suppression(self, recipient: str, scope: str) -> bool:
+        try:
+            self._suppression_ref(recipient, scope).delete(option=self._client.write_option(exists=True))
+        except gexc.NotFound:
+            return False
+        self.op_counts.add(deletes=1)
+        return True
+
+    def find_suppression(self, recipient: str, report_id: str) -> Suppression | None:
+        refs = [self._suppression_ref(recipient, scope) for scope in dict.fromkeys([report_id, "*"])]
+        found = {s.reference.path: s for s in self._client.get_all(refs) if s.exists}
+        self.op_counts.add(reads=len(refs))
+        for ref in refs:  # the report's own suppression first, then the global one
+            if ref.path in found:
+                return self._suppression(found[ref.path].to_dict() or {})
+        return None
+
+    def list_suppressions(self, limit: int = 100) -> list[Suppression]:
+        query = self._col("suppressions").order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+        return [self._suppression(s.to_dict() or {}) for s in self._query(query)]
+
+    # Links and provider ids ----------------------------------------------------------------
+    def _one_delivery(self, field: str, value: str) -> Delivery | None:
+        query = self._col("report_delivery_log").where(filter=FieldFilter(field, "==", value)).limit(1)
+        snapshots = self._query(query)
+        return from_doc(Delivery, snapshots[0].to_dict() or {}) if snapshots else None
+
+    def get_delivery_by_token(self, token: str) -> Delivery | None:
+        return self._one_delivery("link_token", token)
+
+    def find_delivery_by_message_id(self, message_id: str) -> Delivery | None:
+        return self._one_delivery("provider_message_id", message_id)
+
+    # Job status ----------------------------------------------------------------------
+    def put_job_status(self, job: str, period: str, record: dict[str, Any]) -> bool:
+        # Kept as JSON text: upstream records are arbitrary, and Firestore reserves some
+        # map keys (e.g. ``__x__``); the SQLite store normalises them the same way.
+        doc = {"job": job, "period": period, "record_json": json.dumps(record, default=str)}
+        return self._create(self._col("job_status").document(key(job, period)), doc)
+
+    def get_job_status(self, job: str, period: str) -> dict[str, Any] | None:
+        data = self._get(self._col("job_status").document(key(job, period)))
+        return json.loads(data["record_json"]) if data else None

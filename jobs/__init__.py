@@ -1,0 +1,1 @@
+"""Cloud Run Job entrypoints (the same image as the service)."""

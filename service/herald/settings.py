@@ -17,51 +17,51 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", frozen=True, extra="ignore")
 
-    backend: Literal["embedded", "gcp"] = "embedded"
+    backend: Literal["embedded", "gcp"] = "embedded"  # embedded: SQLite + local files + in-process queue; gcp
     # Which route set this process serves. On Cloud Run the one image runs as three
     # services (terraform/modules/herald): worker = /tasks, /scheduler, /pubsub (private);
     # ingress = /webhooks, /l, /healthz (public); admin = /admin, /api (behind IAP).
     # "all" serves every route (embedded, make run, tests).
     role: Literal["all", "worker", "ingress", "admin"] = "all"
-    data_dir: Path = Path("var")
-    host: str = "127.0.0.1"
-    port: int = 8080
+    data_dir: Path = Path("var")  # embedded backend: database, queue, rendered reports and outbox live here
+    host: str = "127.0.0.1"  # address `herald serve` binds
+    port: int = 8080  # port `herald serve` binds
     base_url: str = ""  # public URL used in links; defaults to http://host:port
     api_token: str = ""  # bearer token for /api; empty = open on loopback only
     secret_key: str = ""  # HMAC key for blob links and internal calls; generated per data dir if empty
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr
 
     # Scheduling
-    tick_seconds: float = 60.0
+    tick_seconds: float = 60.0  # embedded backend: how often the in-process ticker runs the tick
     misfire_seconds: int = 600  # a slot later than this when the tick sees it is recorded missed
-    tick_batch: int = 500
+    tick_batch: int = 500  # due schedules one tick handles at most (the rest wait for the next tick)
 
     # Delivery
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (120.0, 480.0, 1920.0)  # seconds: 2, 8, 32 minutes
-    max_retries: int = 3
-    lease_seconds: float = 120.0
-    link_ttl_seconds: int = 7 * 24 * 3600
-    worker_threads: int = 8
-    http_timeout_seconds: float = 10.0
+    max_retries: int = 3  # retries after a transient failure (attempts = 1 + retries)
+    lease_seconds: float = 120.0  # how long a claimed delivery is held before another worker may take it
+    link_ttl_seconds: int = 7 * 24 * 3600  # lifetime of a recipient's download link (7 days)
+    worker_threads: int = 8  # embedded backend: task worker threads
+    http_timeout_seconds: float = 10.0  # timeout of heartbeat pings and the http source's connect
 
     # Mail / chat (outbox files unless credentials are set)
-    mail_from: str = "reports@herald.local"
-    mail_from_name: str = "Herald Reports"
-    reply_to: str = ""
+    mail_from: str = "reports@herald.local"  # From address of report and alert e-mails
+    mail_from_name: str = "Herald Reports"  # From display name
+    reply_to: str = ""  # Reply-To address; empty = none
 
     # SendGrid (v3 mail send; an empty API key means mail goes to the outbox)
-    sendgrid_api_key: str = ""
-    sendgrid_host: str = "https://api.sendgrid.com"
-    sendgrid_timeout_seconds: float = 10.0
+    sendgrid_api_key: str = ""  # SendGrid API key (secret); empty = write mail to the outbox
+    sendgrid_host: str = "https://api.sendgrid.com"  # SendGrid API base URL (tests point it at a local server)
+    sendgrid_timeout_seconds: float = 10.0  # timeout of one mail-send request
     sendgrid_asm_group_id: int | None = None  # set: SendGrid's unsubscribe group; unset: List-Unsubscribe headers
-    sendgrid_open_tracking: bool = True
+    sendgrid_open_tracking: bool = True  # SendGrid open tracking (per-recipient opens)
     sendgrid_click_tracking: bool = False  # off: rewritten links would count scanner clicks as downloads
     sendgrid_categories: Annotated[tuple[str, ...], NoDecode] = ("herald",)  # comma-separated in the env
 
     # Slack (bot token for chat.postMessage / files_upload_v2; webhook URLs need none)
-    slack_bot_token: str = ""
-    slack_api_url: str = "https://slack.com/api/"
-    slack_timeout_seconds: float = 10.0
+    slack_bot_token: str = ""  # Slack bot token (secret) for chat.postMessage / files_upload_v2; empty = outbox
+    slack_api_url: str = "https://slack.com/api/"  # Slack Web API base URL (tests point it at a local fake)
+    slack_timeout_seconds: float = 10.0  # timeout of one Slack request
     slack_live: bool = False  # post to Slack without a bot token (incoming-webhook targets only)
 
     @field_validator("sendgrid_categories", mode="before")

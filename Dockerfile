@@ -17,6 +17,8 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY service/ service/
+# gunicorn reads ./gunicorn.conf.py (threads, graceful SIGTERM, JSON logs, no control socket).
+COPY gunicorn.conf.py ./
 RUN pip install --no-cache-dir --no-deps . \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent herald
 

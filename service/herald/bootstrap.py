@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from herald.adapters.embedded.log_publisher import LogPublisher
 from herald.domain.retry import RetryPolicy
 from herald.ports.blobs import BlobStore
 from herald.ports.clock import Clock, SystemClock
+from herald.ports.events import EventPublisher
 from herald.ports.heartbeat import Heartbeat
 from herald.ports.messages import Chat, Mailer
 from herald.ports.queue import TaskQueue
 from herald.ports.sources import Source
 from herald.ports.store import Store
 from herald.settings import Settings
+
+if TYPE_CHECKING:
+    from herald.adapters.gcp.scheduler_health import TickHealth
 
 
 @dataclass
@@ -31,6 +38,11 @@ class Container:
     heartbeat: Heartbeat
     secret: bytes
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Herald's own events (run completed, delivery failed): Pub/Sub on gcp, the log otherwise.
+    events: EventPublisher = field(default_factory=LogPublisher)
+    # Is the tick itself alive? gcp: the Cloud Scheduler tick job's state (for the watchdog);
+    # None on the embedded backend, whose ticker is in-process.
+    tick_health: Callable[[], TickHealth] | None = None
 
     @property
     def lease(self) -> timedelta:
@@ -54,7 +66,7 @@ def build_container(settings: Settings, clock: Clock | None = None, base_dir: Pa
     if settings.backend == "gcp":
         from herald.bootstrap_gcp import build_gcp_container
 
-        return build_gcp_container(settings, clock)
+        return build_gcp_container(settings, clock, base_dir)
     return build_embedded_container(settings, clock, base_dir)
 
 

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     oidc_allowed_emails: Annotated[tuple[str, ...], NoDecode] = ()  # invoker service accounts; comma-separated
     oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"  # Google's ID-token signing certs
     oidc_clock_skew_seconds: int = 10  # leeway on iat / exp
+    # Per route family, the one invoker each caller uses (Cloud Tasks, Pub/Sub push,
+    # Cloud Scheduler); comma-separated. Empty = oidc_allowed_emails for that family.
+    oidc_tasks_emails: Annotated[tuple[str, ...], NoDecode] = ()  # invokers accepted on /tasks/*
+    oidc_pubsub_emails: Annotated[tuple[str, ...], NoDecode] = ()  # invokers accepted on /pubsub/*
+    oidc_scheduler_emails: Annotated[tuple[str, ...], NoDecode] = ()  # invokers accepted on /scheduler/*
+    firestore_emulator_host: str = ""  # host:port of the Firestore emulator; empty = FIRESTORE_EMULATOR_HOST or Google
     gcs_bucket: str = ""  # bucket of rendered reports
     gcs_signing_key_file: str = ""  # service-account JSON key; empty = sign through IAM signBlob (Cloud Run)
     gcs_signer_email: str = ""  # account that signs through signBlob; empty = the runtime's own account
@@ -110,7 +116,9 @@ class Settings(BaseSettings):
     pubsub_emulator_host: str = ""  # host:port of the Pub/Sub emulator; empty = Google
     scheduler_tick_job: str = "herald-tick"  # Cloud Scheduler job id of the one-minute tick
 
-    @field_validator("oidc_allowed_emails", mode="before")
+    @field_validator(
+        "oidc_allowed_emails", "oidc_tasks_emails", "oidc_pubsub_emails", "oidc_scheduler_emails", mode="before"
+    )
     @classmethod
     def _split_emails(cls, value: object) -> object:
         if isinstance(value, str):

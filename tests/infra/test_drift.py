@@ -57,6 +57,10 @@ OPTIONAL_IN_GCP: dict[str, str] = {
     "tasks_emulator_host": "emulators are for tests and local runs",
     "pubsub_emulator_host": "emulators are for tests and local runs",
     "storage_emulator_host": "emulators are for tests and local runs",
+    "firestore_emulator_host": "emulators are for tests and local runs",
+    "oidc_tasks_emails": "empty = oidc_allowed_emails (all three invokers) on /tasks; env.tf may narrow it",
+    "oidc_pubsub_emails": "empty = oidc_allowed_emails (all three invokers) on /pubsub; env.tf may narrow it",
+    "oidc_scheduler_emails": "empty = oidc_allowed_emails (all three invokers) on /scheduler; env.tf may narrow it",
     "gcs_signing_key_file": "Cloud Run has no key file: URLs are signed through IAM signBlob",
     "gcs_signer_email": "empty = the runtime's own account, which may sign as itself (iam.tf)",
 }

@@ -10,7 +10,7 @@ from herald.bootstrap import Container
 from herald.domain.errors import DeliveryError
 from herald.domain.records import Delivery
 from herald.domain.states import DELIVERY_OPEN, DeliveryStatus
-from herald.services import messages
+from herald.services import events, messages
 from herald.services.tasks import finish_run_task, send_task
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> Sen
 
 def _fail(c: Container, delivery: Delivery, reason: str, *, permanent: bool, log_result: str = "permanent") -> None:
     now = c.clock.now()
-    c.store.transition_delivery(
+    failed = c.store.transition_delivery(
         delivery.id,
         [DeliveryStatus.SENDING],
         DeliveryStatus.FAILED,
@@ -144,6 +144,8 @@ def _fail(c: Container, delivery: Delivery, reason: str, *, permanent: bool, log
         updated_at=now,
         attempt_log=delivery.log_attempt(now, log_result, reason),
     )
+    if failed is not None:
+        events.delivery_failed(c, failed, reason, permanent=permanent)
     _maybe_finish(c, delivery.run_id)
 
 

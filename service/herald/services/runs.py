@@ -16,7 +16,7 @@ from herald.domain.records import Delivery, Run, Trigger
 from herald.domain.reports import ReportDefinition
 from herald.domain.states import DELIVERY_FAILED, DeliveryStatus, RunStatus, run_outcome
 from herald.ports.sources import RenderRequest
-from herald.services import alerts
+from herald.services import alerts, events
 from herald.services.tasks import execute_run_task, finish_run_task, send_task
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,8 @@ def finish_run(c: Container, run_id: str) -> Run | None:
     run = c.store.get_run(run_id)
     if run is None:
         return None
+    counts: dict[str, int] = {}
+    settled_here = run.status == RunStatus.FAILED and bool(run.error)  # failed before delivery (render)
     if run.status == RunStatus.DELIVERING:
         if c.store.has_open_deliveries(run_id):
             return run
@@ -204,17 +206,17 @@ def finish_run(c: Container, run_id: str) -> Run | None:
         failed = sum(n for s, n in counts.items() if s in DELIVERY_FAILED)
         sent = sum(n for s, n in counts.items() if s not in DELIVERY_FAILED and s != DeliveryStatus.SUPPRESSED)
         now = c.clock.now()
-        run = (
-            c.store.transition_run(
-                run_id, [RunStatus.DELIVERING], run_outcome(sent, failed), finished_at=now, updated_at=now
-            )
-            or c.store.get_run(run_id)
-            or run
+        settled = c.store.transition_run(
+            run_id, [RunStatus.DELIVERING], run_outcome(sent, failed), finished_at=now, updated_at=now
         )
+        settled_here = settled is not None
+        run = settled or c.store.get_run(run_id) or run
     stored = c.store.get_report(run.report_id)
     if stored is None or run.status not in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED):
         return run
     report = stored.definition
+    if settled_here:  # at-least-once (a redelivered finish task may repeat it); subscribers dedupe by event_id
+        events.run_completed(c, run, counts)
     if run.status in (RunStatus.PARTIAL, RunStatus.FAILED):
         _alert_failures(c, report, run)
     if report.heartbeat_url and not run.heartbeat_sent:

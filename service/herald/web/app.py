@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from flask import Flask, jsonify
 
 from herald.bootstrap import Container, build_container
 from herald.settings import Settings
-from herald.web import errors
+from herald.web import errors, trace
+
+# Which route set each role serves (settings.role; "all" serves every one). Module name
+# in herald.web -> roles; each module has a ``bp`` blueprint. /healthz is served by all.
+ROUTES_BY_ROLE: dict[str, set[str]] = {
+    "tasks": {"worker"},  # /tasks/*, /scheduler/* (Cloud Tasks, Cloud Scheduler)
+    "pubsub": {"worker"},  # /pubsub/* (Pub/Sub push)
+    "links": {"ingress"},  # /l/<token>, /blobs/*
+    "api": {"admin"},  # /api/*
+}
 
 
 def create_app(container: Container | None = None, settings: Settings | None = None) -> Flask:
@@ -22,13 +34,20 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app.extensions["herald"] = container
     errors.register(app)
 
-    from herald.web import api, links, tasks
+    role = container.settings.role
+    for name, roles in ROUTES_BY_ROLE.items():
+        if role == "all" or role in roles:
+            app.register_blueprint(importlib.import_module(f"herald.web.{name}").bp)
+    if container.settings.backend == "gcp" and (role == "all" or role in ROUTES_BY_ROLE["tasks"]):
+        # Internal routes verify Google OIDC tokens (web/auth.py); the embedded backend
+        # keeps its in-process HMAC header instead.
+        from herald.bootstrap_gcp import internal_verifiers
 
-    for blueprint in (tasks.bp, api.bp, links.bp):
-        app.register_blueprint(blueprint)
+        app.extensions["herald.oidc"] = internal_verifiers(container.settings)
+    trace.register(app)
 
     @app.get("/healthz")
-    def healthz() -> object:
+    def healthz() -> Any:
         return jsonify({"status": "ok", "backend": container.settings.backend})
 
     return app

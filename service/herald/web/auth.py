@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from flask import current_app, request
 from herald.bootstrap import Container
 from herald.web.errors import error
 
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 INTERNAL_HEADER = "X-Herald-Internal"
 
@@ -33,24 +35,38 @@ def internal_token(secret: bytes) -> str:
 
 
 def _internal_refusal(c: Container) -> tuple[Any, int] | None:
-    verifier = current_app.extensions.get("herald.oidc")
-    if verifier is not None:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            return error(401, "missing bearer token")
-        from herald.adapters.gcp.oidc import AuthError
-
-        try:
-            claims = verifier.verify(header.removeprefix("Bearer ").strip())
-        except AuthError as exc:
-            return error(exc.status, exc.reason)
-        request.environ["herald.caller"] = claims.get("email", "")
-        return None
+    verifiers = current_app.extensions.get("herald.oidc")
+    if verifiers is not None:
+        return _oidc_refusal(verifiers)
     supplied = request.headers.get(INTERNAL_HEADER, "")
     if not supplied:
         return error(401, "internal route: caller not authenticated")
     if not hmac.compare_digest(supplied, internal_token(c.secret)):
         return error(403, "internal route: caller not allowed")
+    return None
+
+
+def _oidc_refusal(verifiers: Mapping[str, Any]) -> tuple[Any, int] | None:
+    """gcp: a Google OIDC token for our audience from this route family's invoker
+    (herald.bootstrap_gcp.internal_verifiers). 401 / 403 / 503 as OidcVerifier decides;
+    the reason is logged, never returned."""
+    from herald.adapters.gcp.oidc import AuthError
+
+    family = request.path.strip("/").split("/", 1)[0]
+    verifier = verifiers.get(family)
+    if verifier is None:  # an internal route outside the known families: refuse, never open
+        log.error("no OIDC verifier for internal route family %r", family)
+        return error(403, "internal route: caller not allowed")
+    try:
+        claims = verifier.verify_header(request.headers.get("Authorization"))
+    except AuthError as exc:
+        log.warning("internal route refused", extra={"path": request.path, "status": exc.status, "reason": exc.reason})
+        if exc.status == 503:  # Google's certificates unreachable: the caller retries, nothing is refused for good
+            body, status = error(503, "cannot verify the caller now; retry later")
+            body.headers["Retry-After"] = "10"
+            return body, status
+        return error(exc.status, "internal route: caller not authenticated" if exc.status == 401 else "forbidden")
+    request.environ["herald.caller"] = claims.get("email", "")
     return None
 
 

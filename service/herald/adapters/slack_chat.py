@@ -83,8 +83,8 @@ class SlackChat:
         return SendResult(message_id=str(files[0]["id"]) if files else f"slack-file-{uuid.uuid4().hex}")
 
     def _webhook(self, message: ChatMessage) -> SendResult:
-        scheme, host = urlsplit(message.target).scheme, urlsplit(message.target).hostname
-        if scheme != "https" and host not in _LOOPBACK:
+        url = urlsplit(message.target)
+        if url.scheme != "https" and url.hostname not in _LOOPBACK:
             raise DeliveryError("Slack webhook URLs must be https", permanent=True)
         client = WebhookClient(url=message.target, timeout=self.timeout, retry_handlers=[])  # type: ignore[arg-type]
         response = client.send(text=message.text)

@@ -1,0 +1,412 @@
+"""The gcp backend end to end, against Google's emulators and a real gunicorn.
+
+Herald runs as `gunicorn -c gunicorn.conf.py` (the production entry) with
+HERALD_BACKEND=gcp: Firestore emulator, gcloud-tasks-emulator, fake-gcs-server, Pub/Sub
+emulator, and the local SendGrid-compatible sink. A tick (Cloud Scheduler's call, with
+a valid OIDC token) makes a run; the run renders to GCS; tasks fan out through the
+Cloud Tasks emulator back to Herald; the sends reach the sink and are recorded in
+Firestore; run.completed is published to Pub/Sub.
+
+OIDC and the emulators: neither the Cloud Tasks emulator nor the Pub/Sub emulator sends
+an Authorization header. Herald is NOT given a bypass: it verifies every internal call
+exactly as in production. Instead the tasks' worker URL (and the push endpoint) is a
+small local proxy that plays Google's part: it mints the OIDC token Google would attach
+(audience = the worker URL, e-mail = the caller's service account, signed by the test
+key whose certificate Herald fetches) and forwards the request. What the token would
+contain is checked where it is decided: the task request's oidc_token fields in the
+Cloud Tasks adapter's unit tests, the subscription's push config in Terraform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import requests
+
+from herald.domain.states import DeliveryStatus, RunStatus
+from herald.services.scheduling import apply_definitions
+from herald.settings import Settings
+from tests import factories
+from tests.adapters.gcp.test_oidc import CertsServer, make_key, token
+from tests.support.gcp_emulators import LOCATION, PROJECT, QUEUE, free_port
+from tests.support.sendgrid_sink import SendGridSink
+
+pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
+
+ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+TASKS_SA = "herald-tasks@herald-test.iam.gserviceaccount.com"
+PUSH_SA = "herald-push@herald-test.iam.gserviceaccount.com"
+SCHED_SA = "herald-scheduler@herald-test.iam.gserviceaccount.com"
+CALLER = {"tasks": TASKS_SA, "pubsub": PUSH_SA, "scheduler": SCHED_SA}
+RECIPIENTS = ["ana@example.com", "bo@example.com", "cy@example.com"]
+INTERNAL_ROUTES = [
+    "/tasks/runs/execute",
+    "/tasks/runs/finish",
+    "/tasks/deliveries/send",
+    "/scheduler/tick",
+    "/pubsub/events",
+    "/pubsub/events/orders",
+    "/pubsub/job-status",
+]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Bounded polling for work another process does (not a wait for time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Forwarded:
+    path: str
+    body: bytes
+    status: int
+
+
+@dataclass
+class GoogleProxy:
+    """Stands where Google's front end stands: adds the caller's OIDC token, forwards."""
+
+    target: str
+    signer: Any
+    seen: list[Forwarded] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> GoogleProxy:
+        proxy = self
+        session = requests.Session()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                family = self.path.strip("/").split("/")[0]
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
+                headers["Authorization"] = f"Bearer {token(proxy.signer, aud=proxy.url, email=CALLER[family])}"
+                answer = session.post(proxy.target + self.path, data=body, headers=headers, timeout=60)
+                with proxy.lock:
+                    proxy.seen.append(Forwarded(self.path, body, answer.status_code))
+                self.send_response(answer.status_code)
+                for name in ("Content-Type", "Retry-After"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def count(self, path: str, status: int | None = None) -> int:
+        with self.lock:
+            return sum(1 for f in self.seen if f.path == path and (status is None or f.status == status))
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class Stack:
+    herald_url: str
+    proxy: GoogleProxy
+    sink: SendGridSink
+    settings: Settings
+    c: Any  # a Container on the same emulators, for the test's own reads and setup
+    signer: Any
+    topics: dict[str, str]
+    log_path: Path
+
+    def call(self, path: str, email: str, **kwargs: Any) -> requests.Response:
+        """Call Herald directly with a token for ``email`` (audience: the worker URL)."""
+        headers = {"Authorization": f"Bearer {token(self.signer, aud=self.proxy.url, email=email)}"}
+        headers.update(kwargs.pop("headers", {}))
+        return requests.post(self.herald_url + path, headers=headers, timeout=30, **kwargs)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def stack(
+    firestore_emulator: Any,
+    tasks_emulator: str,
+    gcs_emulator: str,
+    pubsub_emulator: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    from herald.adapters.gcp.gcs_blobs import build_client as build_gcs
+    from herald.adapters.gcp.pubsub import build_publisher_client
+    from herald.bootstrap_gcp import build_gcp_container
+    from herald.ports.clock import SystemClock
+
+    tmp = tmp_path_factory.mktemp("gcp-e2e")
+    certs = CertsServer()
+    signer, pem = make_key("e2e-key")
+    certs.certs["e2e-key"] = pem
+    sink = SendGridSink().start()
+    port = free_port()
+    herald_url = f"http://127.0.0.1:{port}"
+    proxy = GoogleProxy(herald_url, signer).start()
+
+    suffix = uuid.uuid4().hex[:8]
+    bucket = f"herald-e2e-{suffix}"
+    build_gcs(PROJECT, gcs_emulator).create_bucket(bucket)
+    topics = {"runs": f"herald-runs-{suffix}", "deliveries": f"herald-deliveries-{suffix}"}
+    publisher = build_publisher_client(pubsub_emulator)
+    for topic in topics.values():
+        publisher.create_topic(name=f"projects/{PROJECT}/topics/{topic}", timeout=10)
+    firestore_emulator.reset(PROJECT)
+
+    env = {
+        "HERALD_BACKEND": "gcp",
+        "HERALD_ROLE": "all",
+        "HERALD_DATA_DIR": str(tmp / "data"),
+        "HERALD_BASE_URL": herald_url,
+        "HERALD_SECRET_KEY": "e2e-secret",
+        "HERALD_LOG_LEVEL": "INFO",
+        "HERALD_GCP_PROJECT": PROJECT,
+        "HERALD_GCP_LOCATION": LOCATION,
+        "HERALD_FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
+        "HERALD_TASKS_QUEUE": QUEUE,
+        "HERALD_TASKS_EMULATOR_HOST": tasks_emulator,
+        "HERALD_TASKS_WORKER_URL": proxy.url,
+        "HERALD_TASKS_SERVICE_ACCOUNT": TASKS_SA,
+        "HERALD_OIDC_AUDIENCE": proxy.url,
+        "HERALD_OIDC_TASKS_EMAILS": TASKS_SA,
+        "HERALD_OIDC_PUBSUB_EMAILS": PUSH_SA,
+        "HERALD_OIDC_SCHEDULER_EMAILS": SCHED_SA,
+        "HERALD_OIDC_CERTS_URL": certs.url,
+        "HERALD_GCS_BUCKET": bucket,
+        "HERALD_STORAGE_EMULATOR_HOST": gcs_emulator,
+        "HERALD_PUBSUB_EMULATOR_HOST": pubsub_emulator,
+        "HERALD_PUBSUB_TOPICS": json.dumps(topics),
+        "HERALD_SENDGRID_API_KEY": "SG.e2e",
+        "HERALD_SENDGRID_HOST": sink.url,
+    }
+    with mock.patch.dict(os.environ, env):  # parsed from the environment, as gunicorn's process does
+        settings = Settings()
+    c = build_gcp_container(settings, SystemClock())
+    log_path = tmp / "gunicorn.log"
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "FIRESTORE_", "STORAGE_"))}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(GUNICORN), "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**clean_env, **env, "PORT": str(port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    built = Stack(herald_url, proxy, sink, settings, c, signer, topics, log_path)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {proc.returncode}:\n{built.log_tail()}")
+        try:
+            return requests.get(f"{herald_url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_for(healthy, 60, "gunicorn to answer /healthz")
+        yield built
+    finally:
+        proc.terminate()  # SIGTERM, as Cloud Run sends
+        try:
+            code = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            code = None
+        proxy.stop()
+        sink.stop()
+        certs.httpd.shutdown()
+        certs.httpd.server_close()
+        publisher.stop()
+        with contextlib.suppress(OSError):
+            firestore_emulator.reset(PROJECT)
+        assert code == 0, f"gunicorn did not stop cleanly on SIGTERM ({code}):\n{built.log_tail()}"
+
+
+def pull_subscription(stack: Stack, key: str) -> tuple[Any, str]:
+    import grpc
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    subscriber = pubsub_v1.SubscriberClient(
+        transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(stack.settings.pubsub_emulator_host))
+    )
+    name = f"projects/{PROJECT}/subscriptions/{stack.topics[key]}-e2e-{uuid.uuid4().hex[:6]}"
+    subscriber.create_subscription(name=name, topic=f"projects/{PROJECT}/topics/{stack.topics[key]}", timeout=10)
+    return subscriber, name
+
+
+def pulled_events(subscriber: Any, subscription: str, want: Callable[[list[dict[str, Any]]], bool]) -> list[Any]:
+    events: list[dict[str, Any]] = []
+
+    def got() -> bool:
+        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
+        if response.received_messages:
+            subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages])
+            events.extend(json.loads(m.message.data) for m in response.received_messages)
+        return want(events)
+
+    wait_for(got, 30, "Herald's events on Pub/Sub")
+    return events
+
+
+def test_a_tick_runs_the_whole_flow_once(stack: Stack) -> None:
+    from herald.adapters.gcp.gcs_blobs import build_client as build_gcs
+
+    c = stack.c
+    report = factories.report(
+        id=f"gcp-e2e-{uuid.uuid4().hex[:6]}",
+        schedule={"cron": "0 7 * * *", "timezone": "UTC"},
+        recipients={"email": RECIPIENTS},
+    )
+    (stored,) = apply_definitions(c, [report])
+    slot = stored.next_fire_at
+    assert slot is not None
+    subscriber, runs_sub = pull_subscription(stack, "runs")
+    scheduled = {"X-CloudScheduler-ScheduleTime": (slot + timedelta(seconds=5)).isoformat().replace("+00:00", "Z")}
+
+    # Cloud Scheduler's call, with the scheduler's token; Herald uses the header's time.
+    tick = stack.call("/scheduler/tick", SCHED_SA, headers=scheduled)
+    assert tick.status_code == 200, tick.text
+    assert tick.json()["started"] == 1
+
+    def finished() -> Any:
+        runs = c.store.list_runs(report_id=report.id).items
+        return (
+            runs[0] if runs and runs[0].status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED) else None
+        )
+
+    try:
+        run = wait_for(finished, 90, "the run to finish through Cloud Tasks")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.log_tail()}") from None
+    assert run.status == RunStatus.SUCCEEDED, (run, stack.log_tail())
+    assert run.slot == slot
+
+    # Rendered once, to GCS.
+    blob = (
+        build_gcs(PROJECT, stack.settings.storage_emulator_host)
+        .bucket(stack.settings.gcs_bucket)
+        .get_blob(run.artifact_key)
+    )
+    assert blob is not None and blob.download_as_bytes().startswith(b"%PDF")
+    assert blob.metadata == {"run_id": run.id, "report_id": report.id}
+
+    # One mail per recipient reached SendGrid; each delivery recorded in Firestore with its message id.
+    deliveries = c.store.list_deliveries(run_id=run.id).items
+    assert sorted(d.recipient for d in deliveries) == RECIPIENTS
+    assert {d.status for d in deliveries} == {DeliveryStatus.SENT}
+    accepted = {a.recipient: a.message_id for a in stack.sink.accepted}
+    assert accepted == {d.recipient: d.provider_message_id for d in deliveries}
+
+    # run.completed was published to Pub/Sub.
+    events = pulled_events(subscriber, runs_sub, lambda evs: any(e.get("run_id") == run.id for e in evs))
+    completed = [e for e in events if e.get("run_id") == run.id]
+    assert completed[0]["type"] == "run.completed" and completed[0]["status"] == "succeeded"
+    subscriber.delete_subscription(subscription=runs_sub)
+    subscriber.close()
+
+    # --- Duplicates create nothing twice ------------------------------------------------
+    again = stack.call("/scheduler/tick", SCHED_SA, headers=scheduled)  # Cloud Scheduler redelivers the tick
+    assert again.status_code == 200 and again.json()["started"] == 0
+    assert len(c.store.list_runs(report_id=report.id).items) == 1
+
+    # Cloud Tasks redelivers: the emulator accepts duplicate names, so the same tasks really
+    # reach Herald again through the emulator.
+    from herald.services.tasks import execute_run_task, send_task
+
+    before = {path: stack.proxy.count(path) for path in ("/tasks/runs/execute", "/tasks/deliveries/send")}
+    c.queue.enqueue(execute_run_task(run.id))
+    c.queue.enqueue_many([send_task(d.id, 0) for d in deliveries])
+    wait_for(
+        lambda: (
+            stack.proxy.count("/tasks/runs/execute") > before["/tasks/runs/execute"]
+            and stack.proxy.count("/tasks/deliveries/send") >= before["/tasks/deliveries/send"] + len(deliveries)
+        ),
+        60,
+        "the redelivered tasks to reach Herald",
+    )
+    assert len(stack.sink.accepted) == len(RECIPIENTS)
+    assert [d.attempts for d in c.store.list_deliveries(run_id=run.id).items] == [1] * len(RECIPIENTS)
+    assert c.store.get_run(run.id).status == RunStatus.SUCCEEDED  # type: ignore[union-attr]
+    with stack.proxy.lock:
+        assert all(f.status < 500 for f in stack.proxy.seen), [(f.path, f.status) for f in stack.proxy.seen]
+
+
+BAD_INPUTS: list[tuple[str, dict[str, Any]]] = [
+    ("empty body", {"data": b""}),
+    ("not JSON", {"data": b"{", "headers": {"Content-Type": "application/json"}}),
+    ("JSON list", {"json": []}),
+    ("JSON string", {"json": "x"}),
+    ("wrong types", {"json": {"run_id": 5, "delivery_id": ["x"], "message": "no"}}),
+    ("path-like ids", {"json": {"run_id": "../../x", "delivery_id": "../y"}}),
+    ("huge id", {"json": {"run_id": "r" * 5000, "delivery_id": "d" * 5000}}),
+    ("unknown ids", {"json": {"run_id": "r-unknown", "delivery_id": "d-unknown"}}),
+    ("envelope without data", {"json": {"message": {"messageId": "9"}}}),
+    ("envelope bad base64", {"json": {"message": {"messageId": "9", "data": "%%"}}}),
+    ("bad schedule time", {"json": {}, "headers": {"X-CloudScheduler-ScheduleTime": "soon"}}),
+    ("binary", {"data": bytes(range(256)), "headers": {"Content-Type": "application/octet-stream"}}),
+]
+
+
+def test_bad_input_to_every_internal_route_is_4xx_and_writes_nothing(stack: Stack) -> None:
+    c = stack.c
+    runs_before = len(c.store.list_runs(limit=500).items)
+    sent_before = len(stack.sink.accepted)
+    failures = []
+    for path in INTERNAL_ROUTES:
+        family = path.strip("/").split("/")[0]
+        for case, kwargs in BAD_INPUTS:
+            if path == "/scheduler/tick" and case != "bad schedule time":
+                continue  # the tick takes no body: any body is ignored and the tick runs (nothing is due)
+            response = stack.call(path, CALLER[family], **kwargs)
+            if not 400 <= response.status_code < 500:
+                failures.append((path, case, response.status_code, response.text[:200]))
+        # And without credentials, and with another caller's token.
+        if requests.post(stack.herald_url + path, json={}, timeout=10).status_code != 401:
+            failures.append((path, "no token", "not 401"))
+        other = TASKS_SA if family != "tasks" else PUSH_SA
+        if stack.call(path, other, json={}).status_code != 403:
+            failures.append((path, "wrong caller", "not 403"))
+    assert failures == [], failures
+    assert len(c.store.list_runs(limit=500).items) == runs_before
+    assert len(stack.sink.accepted) == sent_before
+    # No push message was remembered as handled.
+    assert c.store.remember_events("pubsub:unknown", ["9"], c.clock.now()) == {"9"}

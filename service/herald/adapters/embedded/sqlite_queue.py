@@ -14,12 +14,13 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from herald.adapters.embedded.sqlite_db import SQLiteFile
 from herald.adapters.embedded.sqlite_store import ts
 from herald.ports.clock import Clock
 from herald.ports.queue import Task
@@ -55,39 +56,18 @@ class SQLiteQueue:
         max_backoff: timedelta = timedelta(minutes=5),
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self.lease = lease
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
+        self._db = SQLiteFile(self.path, SCHEMA)
         self._wakeup = threading.Condition()
-        self._conn().executescript(SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # SQLite allows one writer; queueing threads on a lock here beats its busy
-        # handler, which sleeps in growing steps. Other processes still meet busy_timeout.
-        conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.write()
 
     # Producer side ----------------------------------------------------------------------
     def enqueue(self, task: Task) -> bool:

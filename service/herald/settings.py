@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     slack_timeout_seconds: float = 10.0  # timeout of one Slack request
     slack_live: bool = False  # post to Slack without a bot token (incoming-webhook targets only)
 
+    # Business events, upstream dependencies and the watchdog (issue 5)
+    # A JSON object in the env; a list per source while rotating: {"erp": ["new", "old"]}.
+    event_secrets: dict[str, str | list[str]] = {}  # per-source HMAC secrets of /webhooks/events/<source> (secret)
+    event_tolerance_seconds: int = 300  # a signed event older or newer than this is refused (replay window)
+    dependency_recheck_seconds: float = 300.0  # a waiting run re-checks its upstream records this often
+    ops_slack_channel: str = "#reporting-ops"  # where the watchdog posts (channel id/name or webhook URL)
+    watchdog_grace_seconds: int = 1200  # a scheduled run not complete this long after its slot is late
+    watchdog_interval_seconds: float = 300.0  # `herald serve`: how often the in-process watchdog runs
+    watchdog_max_runtime_seconds: int = 7200  # a run in one state this long is stuck (waiting: past its deadline)
+    watchdog_heartbeat_url: str = ""  # the watchdog's own dead-man monitor, pinged every pass; empty = none
+    watchdog_max_alerts: int = 10  # alerts posted one by one per pass; more are summarised in one message
+
     @field_validator("sendgrid_categories", mode="before")
     @classmethod
     def _split_categories(cls, value: object) -> object:

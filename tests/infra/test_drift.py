@@ -63,6 +63,9 @@ OPTIONAL_IN_GCP: dict[str, str] = {
     "oidc_scheduler_emails": "empty = oidc_allowed_emails (all three invokers) on /scheduler; env.tf may narrow it",
     "gcs_signing_key_file": "Cloud Run has no key file: URLs are signed through IAM signBlob",
     "gcs_signer_email": "empty = the runtime's own account, which may sign as itself (iam.tf)",
+    "event_secrets": "empty = no webhook source accepted (each /webhooks/events/<source> is 404) until an operator "
+    "adds one; it belongs in Secret Manager for ingress when the first source is onboarded",
+    "watchdog_heartbeat_url": "no dead-man monitor for the watchdog unless an operator sets one",
 }
 
 SECRET_NAME = re.compile(r"(^|_)(api_key|token|secret|secrets|password|private_key|public_key|secret_key)$")

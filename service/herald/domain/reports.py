@@ -6,12 +6,24 @@ and the field (``format_errors``) and never surface as a traceback.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from herald.domain.paths import has_wildcard, is_path, parse_path
 
 REPORT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Period = Literal["day", "week", "month", "previous_day", "previous_month"]
@@ -115,6 +127,90 @@ class Recipients(_Strict):
         return [("email", a) for a in self.email] + [("slack", s) for s in self.slack]
 
 
+# Business-event triggers and upstream dependencies (issue 5) ---------------------------
+SOURCE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # same as the Pub/Sub intake's source names
+JOB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+MAX_DURATION = timedelta(days=31)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``20m``, ``2h``, ``1d``, ``1h30m``: a positive span of at most 31 days."""
+    match = _DURATION.match(text.strip())
+    if match is None or not any(match.groups()):
+        raise ValueError(f"invalid duration {text!r} (e.g. 20m, 2h, 1h30m, 1d)")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    span = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if not timedelta(0) < span <= MAX_DURATION:
+        raise ValueError(f"duration {text!r} must be more than 0 and at most 31 days")
+    return span
+
+
+def _checked_duration(text: str) -> str:
+    parse_duration(text)
+    return text.strip()
+
+
+Duration = Annotated[str, AfterValidator(_checked_duration)]
+Scalar = str | int | float | bool
+
+
+class EventTrigger(_Strict):
+    """Start a run when ``source`` sends an event of type ``event`` whose payload matches.
+
+    Paths (herald.domain.paths) start at the event ``{id, type, occurred_at, data}``.
+    ``conditions``: path -> value (or a list: any of them). ``params``: run parameter ->
+    path (``$.data.account.id``) or a literal. ``recipients``: path(s) to e-mail
+    addresses added to the run (``$.data.contacts[*].email``).
+    """
+
+    source: Annotated[str, Field(pattern=SOURCE_PATTERN)]
+    event: Annotated[str, Field(min_length=1, max_length=200)]
+    conditions: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    recipients: str | list[str] = Field(default_factory=list)
+
+    @field_validator("conditions")
+    @classmethod
+    def _condition_paths(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for path in value:
+            parse_path(path)
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _param_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, source in value.items():
+            if is_path(source) and has_wildcard(parse_path(source)):
+                raise ValueError(f"param {name!r}: a parameter takes one value, so no [*] in {source!r}")
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipient_paths(cls, value: str | list[str]) -> list[str]:
+        paths = [value] if isinstance(value, str) else value
+        for path in paths:
+            parse_path(path)
+        return paths
+
+    def recipient_paths(self) -> list[str]:
+        return [self.recipients] if isinstance(self.recipients, str) else list(self.recipients)
+
+
+class Dependency(_Strict):
+    """Wait for ``job_status(job, label)`` where the label is the run's own period (``same``)
+    or the period of kind ``period`` around the run's slot, so an older record never counts."""
+
+    job: Annotated[str, Field(pattern=JOB_PATTERN)]
+    period: Literal["same", "day", "week", "month", "previous_day", "previous_month"] = "same"
+    wait_up_to: Duration = "2h"
+    on_timeout: Literal["fail", "send_anyway", "skip"] = "fail"
+
+    @property
+    def wait(self) -> timedelta:
+        return parse_duration(self.wait_up_to)
+
+
 class ReportDefinition(_Strict):
     id: Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -127,6 +223,17 @@ class ReportDefinition(_Strict):
     slack_file: bool = False  # upload the file itself to Slack channels, not just a link
     heartbeat_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     enabled: bool = True
+    triggers: list[EventTrigger] = Field(default_factory=list)
+    depends_on: list[Dependency] = Field(default_factory=list)
+    watchdog_grace: Duration | None = None  # default: settings.watchdog_grace_seconds
+
+    @field_validator("depends_on")
+    @classmethod
+    def _unique_dependencies(cls, value: list[Dependency]) -> list[Dependency]:
+        keys = [(d.job, d.period) for d in value]
+        if len(set(keys)) != len(keys):
+            raise ValueError("the same job and period are listed twice")
+        return value
 
     @field_validator("summary")
     @classmethod

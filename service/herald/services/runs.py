@@ -16,7 +16,7 @@ from herald.domain.records import Delivery, Run, Trigger
 from herald.domain.reports import ReportDefinition
 from herald.domain.states import DELIVERY_FAILED, DeliveryStatus, RunStatus, run_outcome
 from herald.ports.sources import RenderRequest
-from herald.services import alerts, events
+from herald.services import alerts, dependencies, events, watchdog
 from herald.services.tasks import execute_run_task, finish_run_task, send_task
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ def execute_run(c: Container, run_id: str) -> Run | None:
         )
     report = stored.definition
     if run.status in (RunStatus.PENDING, RunStatus.WAITING):
+        if report.depends_on:  # the dependency gate: wait, fail, skip, or go (maybe with a note)
+            held = dependencies.hold(c, report, run)
+            if held is not None:
+                return held
         started = c.store.transition_run(
             run_id,
             [RunStatus.PENDING, RunStatus.WAITING],
@@ -217,6 +221,7 @@ def finish_run(c: Container, run_id: str) -> Run | None:
     report = stored.definition
     if settled_here:  # at-least-once (a redelivered finish task may repeat it); subscribers dedupe by event_id
         events.run_completed(c, run, counts)
+        watchdog.note_recovery(c, report, run)  # only if the watchdog had called this slot late
     if run.status in (RunStatus.PARTIAL, RunStatus.FAILED):
         _alert_failures(c, report, run)
     if report.heartbeat_url and not run.heartbeat_sent:

@@ -16,6 +16,11 @@ def execute_run_task(run_id: str, eta: datetime | None = None, round_: int = 0) 
     return Task(task_name("run", run_id, round_), EXECUTE_RUN, {"run_id": run_id}, eta)
 
 
+def release_run_task(run_id: str, job: str, period: str) -> Task:
+    """Execute a waiting run now that ``job_status(job, period)`` arrived; one name per record."""
+    return Task(task_name("release", f"{run_id}/{job}/{period}"), EXECUTE_RUN, {"run_id": run_id})
+
+
 def finish_run_task(run_id: str) -> Task:
     return Task(task_name("finish", run_id), FINISH_RUN, {"run_id": run_id})
 

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (created_at);
 CREATE TABLE IF NOT EXISTS inbound_events (
     kind TEXT NOT NULL, id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (kind, id));
+CREATE TABLE IF NOT EXISTS inbound_event_docs (
+    kind TEXT NOT NULL, id TEXT NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (kind, id));
 CREATE TABLE IF NOT EXISTS suppressions (
     recipient TEXT NOT NULL, scope TEXT NOT NULL, reason TEXT NOT NULL, created_at TEXT NOT NULL,
     PRIMARY KEY (recipient, scope));
@@ -419,6 +421,22 @@ class SQLiteStore:
                 if cur.rowcount == 1:
                     new.add(event_id)
         return new
+
+    def get_inbound_event(self, kind: str, event_id: str) -> dict[str, Any] | None:
+        row = (
+            self._conn()
+            .execute("SELECT doc FROM inbound_event_docs WHERE kind=? AND id=?", (kind, event_id))
+            .fetchone()
+        )
+        return json.loads(row[0]) if row else None
+
+    def put_inbound_event(self, kind: str, event_id: str, doc: dict[str, Any], now: datetime) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO inbound_event_docs (kind, id, created_at, doc) VALUES (?, ?, ?, ?)",
+                (kind, event_id, ts(now), json.dumps(doc, default=str)),
+            )
+            return cur.rowcount == 1
 
     # Suppressions ----------------------------------------------------------------------
     def add_suppression(self, suppression: Suppression) -> bool:

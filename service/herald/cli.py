@@ -170,7 +170,10 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     workers = QueueWorkers(container.queue, dispatch, settings.worker_threads)
     server = make_server(settings.host, settings.port, app, threaded=True)
     stop = threading.Event()
-    ticker = threading.Thread(target=_tick_loop, args=(dispatch, settings.tick_seconds, stop), daemon=True)
+    ticker = threading.Thread(target=_tick_loop, args=(dispatch, settings.tick_seconds, stop, settings), daemon=True)
+    watchdog = threading.Thread(
+        target=_watchdog_loop, args=(dispatch, settings.watchdog_interval_seconds, stop), daemon=True
+    )
 
     def shutdown(signum: int, _frame: Any) -> None:
         click.echo(f"\nherald: {signal.Signals(signum).name} received, finishing in-flight work…", err=True)
@@ -181,6 +184,7 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     signal.signal(signal.SIGTERM, shutdown)
     workers.start()
     ticker.start()
+    watchdog.start()
     click.echo(
         f"Herald is serving on {settings.public_url}  (backend: embedded, data: {settings.data_dir.resolve()})\n"
         f"  API:     {settings.public_url}/api/reports\n"
@@ -190,13 +194,40 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     server.serve_forever()
     workers.stop()
     ticker.join(5)
+    watchdog.join(5)
     click.echo("herald: stopped; queued work resumes on the next start", err=True)
 
 
-def _tick_loop(dispatch: Any, every: float, stop: threading.Event) -> None:
+def _tick_loop(dispatch: Any, every: float, stop: threading.Event, settings: Settings | None = None) -> None:
+    from datetime import UTC, datetime
+
     from herald.ports.queue import Task
+    from herald.services.watchdog import record_tick
 
     while not stop.is_set():
-        dispatch(Task(name="tick", path="/scheduler/tick"))
+        result = dispatch(Task(name="tick", path="/scheduler/tick"))
+        if settings is not None and 200 <= result.status < 300:
+            record_tick(settings, datetime.now(UTC))  # the watchdog's evidence that the ticker lives
         # Wake on the boundary of the period (the top of each minute by default).
         stop.wait(every - (time.time() % every) + 0.05)
+
+
+def _watchdog_loop(dispatch: Any, every: float, stop: threading.Event) -> None:
+    """The watchdog every ``every`` seconds, through the same route Cloud Scheduler would call."""
+    from herald.ports.queue import Task
+
+    while not stop.wait(every):
+        dispatch(Task(name="watchdog", path="/scheduler/watchdog"))
+
+
+@main.command()
+@click.pass_context
+def watchdog(ctx: click.Context) -> None:
+    """One watchdog pass: late or missed slots, stuck runs, a dead tick -> the ops channel."""
+    from herald.logs import configure_logging
+    from herald.services.watchdog import run_watchdog
+
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    configure_logging(settings.log_level, settings.gcp_project)
+    result = run_watchdog(build_container(settings))
+    click.echo(json.dumps({"open": len(result.found), "new": len(result.new), "posted": result.posted}))

@@ -126,8 +126,16 @@ def _local(report: ReportDefinition, slot: datetime) -> str:
     return f"{local:%Y-%m-%d %H:%M %Z} ({zone}) = {slot.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def _ops_alert(c: Container, kind: str, the_id: str, report: ReportDefinition | None, run: Run | None, subject: str,
-               body: str, now: datetime) -> Alert:  # fmt: skip
+def _ops_alert(
+    c: Container,
+    kind: str,
+    the_id: str,
+    report: ReportDefinition | None,
+    run: Run | None,
+    subject: str,
+    body: str,
+    now: datetime,
+) -> Alert:
     return Alert(
         id=the_id,
         kind=kind,
@@ -140,8 +148,15 @@ def _ops_alert(c: Container, kind: str, the_id: str, report: ReportDefinition | 
     )
 
 
-def _late(c: Container, report: ReportDefinition, slot: datetime, state: str, known: list[str], now: datetime,
-          run: Run | None = None) -> Alert:  # fmt: skip
+def _late(
+    c: Container,
+    report: ReportDefinition,
+    slot: datetime,
+    state: str,
+    known: list[str],
+    now: datetime,
+    run: Run | None = None,
+) -> Alert:
     grace = grace_of(c, report)
     lines = [
         f"Report: {report.name} ({report.id}), owner {report.owner}",
@@ -181,8 +196,8 @@ def _in_flight(c: Container, now: datetime, definition: Callable[[str], ReportDe
                 limit += max(d.wait for d in report.depends_on)
             if now - run.updated_at > limit:
                 subject = f"Stuck: run {run.id} of {run.report_id} has been {status} since {run.updated_at:%H:%M} UTC"
-                body = "\n".join([f"Report: {run.report_id}", f"State: {status} for {_minutes(now - run.updated_at)}",
-                                  *known])  # fmt: skip
+                state = f"State: {status} for {_minutes(now - run.updated_at)}"
+                body = "\n".join([f"Report: {run.report_id}", state, *known])
                 the_id = alert_id("watchdog", "stuck", run.id, str(status))
                 found.append(_ops_alert(c, "stuck_run", the_id, report, run, subject, body, now))
     return found

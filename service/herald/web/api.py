@@ -11,7 +11,7 @@ from herald.domain.records import Delivery
 from herald.domain.schedules import next_fire_times
 from herald.domain.states import DeliveryStatus, RunStatus
 from herald.ports.store import StoredReport
-from herald.services import runs
+from herald.services import dependencies, runs
 from herald.web.auth import api_token_ok, container
 from herald.web.errors import error
 
@@ -149,3 +149,22 @@ def get_delivery(delivery_id: str) -> Any:
 def list_alerts() -> Any:
     alerts = container().store.list_alerts(limit=_limit(50), report_id=request.args.get("report_id"))
     return jsonify({"alerts": [a.to_doc() for a in alerts]})
+
+
+@bp.post("/job-status")
+def record_job_status() -> Any:
+    """An upstream job's completion record ``{job, period, status: "succeeded", completed_at?, details?}``.
+
+    201 recorded (waiting runs that need it are released now); 200 recorded before (the
+    first record is kept and returned); 400 invalid (period is a label such as 2026-11-02,
+    2026-W45 or 2026-11)."""
+    record, created = dependencies.record_job_status(container(), request.get_json(silent=True), via="api")
+    return jsonify({"record": record, "created": created}), 201 if created else 200
+
+
+@bp.get("/job-status/<job>/<period>")
+def get_job_status(job: str, period: str) -> Any:
+    record = container().store.get_job_status(job, period)
+    if record is None:
+        return error(404, "no such job status", job=job, period=period)
+    return jsonify(record)

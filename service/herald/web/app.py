@@ -17,6 +17,7 @@ ROUTES_BY_ROLE: dict[str, set[str]] = {
     "tasks": {"worker"},  # /tasks/*, /scheduler/* (Cloud Tasks, Cloud Scheduler)
     "pubsub": {"worker"},  # /pubsub/* (Pub/Sub push)
     "links": {"ingress"},  # /l/<token>, /blobs/*
+    "events": {"ingress"},  # /webhooks/events/<source> (HMAC-signed business events)
     "api": {"admin"},  # /api/*
 }
 

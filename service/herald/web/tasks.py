@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from herald.services import delivery, runs, scheduling
+from herald.services import delivery, runs, scheduling, watchdog
 from herald.web.auth import container, internal
 from herald.web.errors import error
 
@@ -87,3 +87,11 @@ def tick() -> Any:
         now = max(now, container().clock.now())  # a late delivery of the tick still sees the present
     result = scheduling.tick(container(), now)
     return jsonify({"reports": result.reports, "started": len(result.started), "missed": len(result.missed)})
+
+
+@bp.post("/scheduler/watchdog")
+@internal
+def run_watchdog() -> Any:
+    """One watchdog pass (the in-process timer of `herald serve`, or a Cloud Scheduler job). 200."""
+    result = watchdog.run_watchdog(container())
+    return jsonify({"open": len(result.found), "new": len(result.new), "posted": result.posted})

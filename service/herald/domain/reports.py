@@ -7,6 +7,7 @@ and the field (``format_errors``) and never surface as a traceback.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -239,7 +240,7 @@ class ReportDefinition(_Strict):
     @classmethod
     def _known_placeholders(cls, value: str) -> str:
         try:
-            value.format(name="", period="", rows=0, params={})
+            value.format(name="", period="", rows=0, params=defaultdict(str))  # {params[x]}: any name
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"summary template: unknown placeholder {exc}") from None
         return value

@@ -91,6 +91,12 @@ def _intake(handle: Callable[[Container, PushMessage], Any]) -> Any:
         outcome = handle(c, message)
     except _BadMessage as exc:
         return _refuse(str(exc), message.message_id)
+    except ValueError as exc:
+        # The handlers' own "never handleable" errors carry a 4xx ``status`` (services.triggers
+        # EventRejected: malformed event, reused id with other content): dead-letter them too.
+        if not 400 <= getattr(exc, "status", 0) < 500:
+            raise
+        return _refuse(str(exc), message.message_id)
     except NotHandled as exc:
         log.error("pubsub push not handled: %s", exc, extra={"message_id": message.message_id})
         body, status = error(503, "not handled by this build; retry later")

@@ -101,10 +101,11 @@ def ingest(c: Container, source: str, event: Any, digest: str | None = None) -> 
     planned = plan_runs(c, source, parsed, event)
     for run in planned:
         submit_run(c, run)
+    run_ids = [r.id for r in planned]
     doc = {
         "digest": digest,
         "type": parsed.type,
-        "run_ids": [r.id for r in planned],
+        "run_ids": run_ids,
         "received_at": c.clock.now().isoformat(),
     }
     if not c.store.put_inbound_event(kind, parsed.id, doc, c.clock.now()):  # a concurrent delivery won
@@ -113,7 +114,7 @@ def ingest(c: Container, source: str, event: Any, digest: str | None = None) -> 
         "event ingested",
         extra={"source": source, "event_id": parsed.id, "event_type": parsed.type, "runs": len(planned)},
     )
-    return Ingested(parsed.id, doc["run_ids"], replayed=False)
+    return Ingested(parsed.id, run_ids, replayed=False)
 
 
 def _replay(known: dict[str, Any], digest: str, source: str, event_id: str) -> Ingested:

@@ -53,11 +53,14 @@ TICK_FILE = "ticker.last"
 class TickState(Protocol):
     """What the watchdog needs of a tick health report (adapters/gcp/scheduler_health.TickHealth)."""
 
-    last_attempt_at: datetime | None
-    last_status_ok: bool | None
-    state: str
-    last_status_message: str
-
+    @property
+    def last_attempt_at(self) -> datetime | None: ...
+    @property
+    def last_status_ok(self) -> bool | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def last_status_message(self) -> str: ...
     def healthy(self, now: datetime, max_silence: timedelta) -> bool: ...
 
 
@@ -286,9 +289,9 @@ def file_tick_health(settings: Settings) -> FileTickHealth | None:
 
 
 def _tick(c: Container, now: datetime, provider: Callable[[], TickState | None] | None) -> list[Alert]:
-    provider = provider or c.tick_health or (lambda: file_tick_health(c.settings))
+    read: Callable[[], TickState | None] = provider or c.tick_health or (lambda: file_tick_health(c.settings))
     try:
-        health = provider()
+        health = read()
     except Exception as exc:  # cannot read it (e.g. Scheduler API down): say so in the log, not a false alarm
         log.warning("watchdog: tick health unavailable", extra={"error": str(exc)})
         return []

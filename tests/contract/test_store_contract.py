@@ -436,8 +436,6 @@ def test_remember_events_returns_only_new_ids(store):
 
 
 def test_inbound_event_documents_are_kept_once(store):
-    if not hasattr(store, "put_inbound_event"):  # the Firestore store mirrors it later (issue 5)
-        pytest.xfail("this store does not keep inbound event documents yet")
     assert store.get_inbound_event("trigger:crm", "e1") is None
     doc = {"digest": "abc", "run_ids": ["r1", "r2"], "received_at": NOW.isoformat()}
     assert store.put_inbound_event("trigger:crm", "e1", doc, NOW) is True

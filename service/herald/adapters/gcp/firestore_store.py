@@ -380,6 +380,24 @@ class FirestoreStore:
         unique = list(dict.fromkeys(event_ids))
         return {event_id for event_id, new in zip(unique, self._parallel(remember, unique), strict=True) if new}
 
+    def _inbound_ref(self, kind: str, event_id: str) -> firestore.DocumentReference:
+        # Same collection (and TTL) as remember_events, a key of its own so the two never meet.
+        return self._col("inbound_events").document(key("doc", kind, event_id))
+
+    def get_inbound_event(self, kind: str, event_id: str) -> dict[str, Any] | None:
+        data = self._get(self._inbound_ref(kind, event_id))
+        return json.loads(data["doc_json"]) if data else None
+
+    def put_inbound_event(self, kind: str, event_id: str, doc: dict[str, Any], now: datetime) -> bool:
+        record = {
+            "kind": kind,
+            "event_id": event_id,
+            "created_at": encode(now),
+            "expire_at": encode(now + self._event_retention),
+            "doc_json": json.dumps(doc, default=str),
+        }
+        return self._create(self._inbound_ref(kind, event_id), record)
+
     # Suppressions ----------------------------------------------------------------------
     def _suppression_ref(self, recipient: str, scope: str) -> firestore.DocumentReference:
         return self._col("suppressions").document(key(recipient.lower(), scope))

@@ -171,3 +171,12 @@ def test_changing_a_schedule_recomputes_next_fire_but_reapplying_keeps_it(c, clo
     assert c.store.get_report("board-pack").next_fire_at == before
     apply_definitions(c, [factories.report(schedule={"cron": "0 9 * * *", "timezone": "UTC"})])
     assert c.store.get_report("board-pack").next_fire_at == datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+
+def test_a_summary_naming_a_param_the_run_lacks_renders_empty(tmp_path, clock):
+    c = factories.container(tmp_path, clock)
+    apply_definitions(c, [factories.report(summary="{name} for {params[client]}")])
+    run, _ = runs.start_manual_run(c, "board-pack", request_id="no-params")
+    drain(c)
+    assert c.store.get_run(run.id).status == RunStatus.SUCCEEDED
+    assert c.store.get_run(run.id).summary == "Board pack for "

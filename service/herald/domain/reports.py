@@ -246,6 +246,11 @@ class ReportDefinition(_Strict):
         return value
 
 
+def render_summary(template: str, *, name: str, period: str, rows: int, params: dict[str, str]) -> str:
+    """The summary line; a ``{params[x]}`` the run was not given renders empty, never fails."""
+    return template.format(name=name, period=period, rows=rows, params=defaultdict(str, params))
+
+
 class DefinitionError(Exception):
     """A definitions file is invalid; ``problems`` are human-readable lines."""
 

@@ -13,7 +13,7 @@ from herald.domain import ids
 from herald.domain.errors import RenderError
 from herald.domain.periods import period_label
 from herald.domain.records import Delivery, Run, Trigger
-from herald.domain.reports import ReportDefinition
+from herald.domain.reports import ReportDefinition, render_summary
 from herald.domain.states import DELIVERY_FAILED, DeliveryStatus, RunStatus, run_outcome
 from herald.ports.sources import RenderRequest
 from herald.services import alerts, dependencies, events, watchdog
@@ -114,7 +114,7 @@ def execute_run(c: Container, run_id: str) -> Run | None:
 
 
 def render(c: Container, report: ReportDefinition, run: Run) -> Run | None:
-    summary = report.summary.format(name=report.name, period=run.period, rows=0, params=run.params)
+    summary = render_summary(report.summary, name=report.name, period=run.period, rows=0, params=run.params)
     request = RenderRequest(definition=report, run_id=run.id, period=run.period, params=run.params, summary=summary)
     try:
         rendered = c.source.render(request)
@@ -133,8 +133,8 @@ def render(c: Container, report: ReportDefinition, run: Run) -> Run | None:
         if failed is not None:
             c.queue.enqueue(finish_run_task(run.id))
         return failed
-    summary = rendered.summary or report.summary.format(
-        name=report.name, period=run.period, rows=rendered.rows, params=run.params
+    summary = rendered.summary or render_summary(
+        report.summary, name=report.name, period=run.period, rows=rendered.rows, params=run.params
     )
     key = f"reports/{report.id}/{run.id}/{rendered.filename}"
     c.blobs.put(key, rendered.data, rendered.content_type, {"run_id": run.id, "report_id": report.id})

@@ -20,7 +20,7 @@ from fpdf import FPDF, FPDFException, XPos, YPos
 from fpdf.fonts import FontFace
 
 from herald.domain.errors import RenderError
-from herald.domain.reports import PdfSource
+from herald.domain.reports import PdfSource, render_summary
 from herald.ports.clock import Clock, SystemClock
 from herald.ports.sources import Rendered, RenderRequest
 
@@ -219,10 +219,10 @@ def _summary(request: RenderRequest, rows: int) -> str:
     """
     definition = request.definition
     fields = {"name": definition.name, "period": request.period, "params": request.params}
-    real = definition.summary.format(rows=rows, **fields)
+    real = render_summary(definition.summary, rows=rows, **fields)
     if not request.summary:
         return real
-    provisional = definition.summary.format(rows=0, **fields)
+    provisional = render_summary(definition.summary, rows=0, **fields)
     if request.summary.startswith(provisional):
         return real + request.summary[len(provisional) :]
     return request.summary

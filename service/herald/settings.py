@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     watchdog_heartbeat_url: str = ""  # the watchdog's own dead-man monitor, pinged every pass; empty = none
     watchdog_max_alerts: int = 10  # alerts posted one by one per pass; more are summarised in one message
 
+    # Admin (/admin pages). Embedded backend: a login with a token; gcp backend: behind IAP.
+    admin_token: str = ""  # /admin login token (secret); empty = HERALD_API_TOKEN; neither = open on loopback only
+    iap_audience: str = ""  # gcp: audience of the IAP JWT /admin accepts (/projects/NUMBER/...); empty = admin closed
+    # IAP's ES256 keys by key id, PEM; the -jwk variant of this URL needs pyjwt, which Herald does not ship.
+    iap_certs_url: str = "https://www.gstatic.com/iap/verify/public_key"
+
     @field_validator("sendgrid_categories", mode="before")
     @classmethod
     def _split_categories(cls, value: object) -> object:

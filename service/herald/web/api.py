@@ -11,7 +11,7 @@ from herald.domain.records import Delivery
 from herald.domain.schedules import next_fire_times
 from herald.domain.states import DeliveryStatus, RunStatus
 from herald.ports.store import StoredReport
-from herald.services import dependencies, runs
+from herald.services import dependencies, resend, runs
 from herald.web.auth import api_token_ok, container
 from herald.web.errors import error
 
@@ -120,6 +120,21 @@ def get_run(run_id: str) -> Any:
     if run is None:
         return error(404, "no such run", run_id=run_id)
     return jsonify(runs.run_view(run, c.store.delivery_counts(run_id)))
+
+
+@bp.post("/runs/<run_id>/resend-failed")
+def resend_failed(run_id: str) -> Any:
+    """One new attempt for each failed delivery of the run (services/resend.py). 202 queued
+    (``count`` may be 0: nothing had failed); 200 the same request was made before; 404 no
+    such run; 409 the run cannot be resent now."""
+    from herald.web.admin_auth import api_actor
+
+    c = container()
+    try:
+        result = resend.resend_failed(c, run_id, api_actor(c))
+    except resend.ResendRefused as exc:
+        return error(exc.status, exc.message, run_id=run_id)
+    return jsonify(result.to_doc()), 200 if result.repeated else 202
 
 
 @bp.get("/deliveries")

@@ -19,6 +19,7 @@ ROUTES_BY_ROLE: dict[str, set[str]] = {
     "links": {"ingress"},  # /l/<token>, /blobs/*
     "events": {"ingress"},  # /webhooks/events/<source> (HMAC-signed business events)
     "api": {"admin"},  # /api/*
+    "admin": {"admin"},  # /admin/* (pages; web/admin.py)
 }
 
 

@@ -19,6 +19,8 @@ COPY pyproject.toml README.md ./
 COPY service/ service/
 # gunicorn reads ./gunicorn.conf.py (threads, graceful SIGTERM, JSON logs, no control socket).
 COPY gunicorn.conf.py ./
+# Cloud Run Job entrypoints (python -m jobs.watchdog; `herald watchdog` does the same).
+COPY jobs/ jobs/
 RUN pip install --no-cache-dir --no-deps . \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent herald
 

@@ -61,7 +61,7 @@ locals {
       purpose   = "slack-bot-token-delivery-and-ops-alerts"
     }
     "herald-event-secrets" = {
-      env       = null
+      env       = "HERALD_EVENT_SECRETS"
       workloads = ["ingress"]
       purpose   = "per-source-hmac-secrets-for-business-event-webhooks"
     }

@@ -1,0 +1,8 @@
+# Debian's Chromium for the admin pages' browser tests (tests/browser, Playwright without
+# `playwright install`). Idempotent; the tests fail, not skip, when it is missing.
+.PHONY: chromium
+
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+TEST_DEPS += chromium

@@ -487,3 +487,16 @@ def test_job_status_put_once_get(store):
     assert store.get_job_status("etl", "2026-11-01") == record
     assert store.get_job_status("etl", "2026-11-02") is None
     assert store.get_job_status("other", "2026-11-01") is None
+
+
+def test_suppressed_among_finds_report_and_global_suppressions(store):
+    from herald.ports.store import Suppression
+
+    store.add_suppression(Suppression("a@example.com", "board-pack", "bounce", NOW))
+    store.add_suppression(Suppression("b@example.com", "*", "spamreport", NOW))
+    store.add_suppression(Suppression("c@example.com", "other-report", "unsubscribe", NOW))
+    people = ["A@example.com", "b@example.com", "c@example.com", "d@example.com"] + [
+        f"user{i}@example.com" for i in range(70)
+    ]
+    assert store.suppressed_among(people, "board-pack") == {"a@example.com", "b@example.com"}
+    assert store.suppressed_among([], "board-pack") == set()

@@ -136,6 +136,13 @@ class Store(Protocol):
         """A suppression for this report or a global one ("*")."""
         ...
 
+    def suppressed_among(self, recipients: Sequence[str], report_id: str) -> set[str]:
+        """The lower-cased recipients with a suppression for this report or a global one.
+
+        One call per fan-out instead of one lookup per recipient.
+        """
+        ...
+
     def list_suppressions(self, limit: int = 100) -> list[Suppression]: ...
 
     # Tracked links -------------------------------------------------------------

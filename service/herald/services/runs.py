@@ -152,13 +152,14 @@ def render(c: Container, report: ReportDefinition, run: Run) -> Run | None:
 def _deliveries_for(c: Container, report: ReportDefinition, run: Run) -> list[Delivery]:
     now = c.clock.now()
     targets = report.recipients.targets() + [("email", e) for e in run.extra_recipients]
+    suppressed_emails = c.store.suppressed_among([r for ch, r in targets if ch == "email"], report.id)
     seen: set[tuple[str, str]] = set()
     deliveries = []
     for channel, recipient in targets:
         if (channel, recipient.lower()) in seen:
             continue
         seen.add((channel, recipient.lower()))
-        suppressed = channel == "email" and c.store.find_suppression(recipient, report.id) is not None
+        suppressed = channel == "email" and recipient.lower() in suppressed_emails
         deliveries.append(
             Delivery(
                 id=ids.delivery_id(run.id, channel, recipient),

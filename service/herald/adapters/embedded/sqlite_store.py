@@ -464,6 +464,19 @@ class SQLiteStore:
         )
         return Suppression(row[0], row[1], row[2], _parse_ts(row[3])) if row else None
 
+    def suppressed_among(self, recipients: Sequence[str], report_id: str) -> set[str]:
+        lowered = list(dict.fromkeys(r.lower() for r in recipients))
+        found: set[str] = set()
+        for start in range(0, len(lowered), 500):  # stay under SQLite's bound-parameter limit
+            chunk = lowered[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn().execute(
+                f"SELECT recipient FROM suppressions WHERE scope IN (?, '*') AND recipient IN ({marks})",  # noqa: S608
+                (report_id, *chunk),
+            )
+            found.update(row[0] for row in rows)
+        return found
+
     def list_suppressions(self, limit: int = 100) -> list[Suppression]:
         rows = (
             self._conn()

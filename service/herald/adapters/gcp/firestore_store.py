@@ -432,6 +432,22 @@ class FirestoreStore:
                 return self._suppression(found[ref.path].to_dict() or {})
         return None
 
+    def suppressed_among(self, recipients: Sequence[str], report_id: str) -> set[str]:
+        # `in` takes at most 30 values per query; each query bills only what it matches
+        # (at least one read), far fewer than two document reads per recipient.
+        lowered = list(dict.fromkeys(r.lower() for r in recipients))
+        chunks = [lowered[i : i + 30] for i in range(0, len(lowered), 30)]
+
+        def matches(chunk: list[str]) -> set[str]:
+            query = self._col("suppressions").where(filter=FieldFilter("recipient", "in", chunk))
+            return {
+                data["recipient"]
+                for snapshot in self._query(query)
+                if (data := snapshot.to_dict() or {}).get("scope") in (report_id, "*")
+            }
+
+        return set().union(*self._parallel(matches, chunks)) if chunks else set()
+
     def list_suppressions(self, limit: int = 100) -> list[Suppression]:
         query = self._col("suppressions").order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
         return [self._suppression(s.to_dict() or {}) for s in self._query(query)]

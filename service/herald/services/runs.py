@@ -182,18 +182,25 @@ def fan_out(c: Container, report: ReportDefinition, run: Run) -> int:
     created = c.store.create_deliveries(deliveries)
     if run.recipients_total != len(deliveries):
         c.store.update_run(run.id, recipients_total=len(deliveries))
-    queued = 0
-    cursor: str | None = None
-    while True:  # (re)queue every delivery still waiting for its first attempt
-        page = c.store.list_deliveries(run_id=run.id, status=DeliveryStatus.QUEUED, limit=FANOUT_PAGE, cursor=cursor)
-        queued += c.queue.enqueue_many([send_task(d.id, 0) for d in page.items])
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
+    if created == len(deliveries):  # the first fan-out: every delivery is new, no need to read them back
+        queued = c.queue.enqueue_many([send_task(d.id, 0) for d in deliveries if d.status == DeliveryStatus.QUEUED])
+    else:  # a redelivered task: (re)queue whatever still waits for its first attempt
+        queued = _requeue_waiting(c, run.id)
     log.info("fan-out", extra={"run_id": run.id, "deliveries": len(deliveries), "new": created, "tasks": queued})
     if not c.store.has_open_deliveries(run.id):
         c.queue.enqueue(finish_run_task(run.id))
     return created
+
+
+def _requeue_waiting(c: Container, run_id: str) -> int:
+    queued = 0
+    cursor: str | None = None
+    while True:
+        page = c.store.list_deliveries(run_id=run_id, status=DeliveryStatus.QUEUED, limit=FANOUT_PAGE, cursor=cursor)
+        queued += c.queue.enqueue_many([send_task(d.id, 0) for d in page.items])
+        if page.next_cursor is None:
+            return queued
+        cursor = page.next_cursor
 
 
 # The finish task ----------------------------------------------------------------------

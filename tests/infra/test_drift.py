@@ -47,6 +47,7 @@ NEEDS: dict[str, set[str]] = {
     "sendgrid_api_key": {"worker"},
     "slack_bot_token": {"worker", "watchdog"},
     "api_token": {"admin"},
+    "iap_audience": {"admin"},
 }
 
 # Settings whose empty default is right in production, and why.
@@ -64,6 +65,7 @@ OPTIONAL_IN_GCP: dict[str, str] = {
     "gcs_signing_key_file": "Cloud Run has no key file: URLs are signed through IAM signBlob",
     "gcs_signer_email": "empty = the runtime's own account, which may sign as itself (iam.tf)",
     "watchdog_heartbeat_url": "no dead-man monitor for the watchdog unless an operator sets one",
+    "admin_token": "the gcp admin service is behind IAP; the token login is the embedded backend's",
 }
 
 SECRET_NAME = re.compile(r"(^|_)(api_key|token|secret|secrets|password|private_key|public_key|secret_key)$")

@@ -33,6 +33,9 @@ locals {
     }
     admin = {
       HERALD_ROLE = "admin"
+      # IAP signs each request's x-goog-iap-jwt-assertion for this audience (IAP directly
+      # on Cloud Run); the name is spelled out because the service cannot refer to itself.
+      HERALD_IAP_AUDIENCE = "/projects/${data.google_project.main.number}/locations/${var.region}/services/herald-admin"
     }
     # The job serves no routes, so it keeps the default role.
     watchdog = {}

@@ -25,12 +25,14 @@ run: venv ## start Herald on the embedded backend with the example reports
 	$(VENV)/bin/herald serve --reports examples/reports.yaml
 
 test: venv $(TEST_DEPS) ## install what the tests need and run the whole suite
-	$(VENV)/bin/ruff check service tests jobs bench
+	$(VENV)/bin/ruff check service tests jobs bench tools
+	$(VENV)/bin/ruff format --check service tests jobs bench tools
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
 lint: venv
-	$(VENV)/bin/ruff check service tests jobs bench
-	$(VENV)/bin/ruff format --check service tests jobs bench
+	$(VENV)/bin/ruff check service tests jobs bench tools
+	$(VENV)/bin/ruff format --check service tests jobs bench tools
 
 typecheck: venv
 	$(VENV)/bin/mypy

@@ -9,8 +9,12 @@ from herald.ports.messages import ChatMessage, EmailMessage
 
 def message(**kw):
     base = dict(
-        to="a@example.com", subject="Board pack — 2026-10", text="Summary\nhttp://x/l/t", html="<p>Summary</p>",
-        custom_args={"delivery_id": "d1"}, idempotency_key="d1",
+        to="a@example.com",
+        subject="Board pack — 2026-10",
+        text="Summary\nhttp://x/l/t",
+        html="<p>Summary</p>",
+        custom_args={"delivery_id": "d1"},
+        idempotency_key="d1",
     )
     base.update(kw)
     return EmailMessage(**base)

@@ -23,8 +23,9 @@ def test_a_valid_file_parses():
 
 def test_errors_name_the_report_and_the_field():
     lines = problems(valid(schedule={"cron": "0 7 * * *", "timezone": "Mars/Base"}))
-    assert lines == ["report 'board-pack': schedule.timezone: unknown time zone 'Mars/Base' (use an IANA name such as "
-                     "Europe/London)"]
+    assert lines == [
+        "report 'board-pack': schedule.timezone: unknown time zone 'Mars/Base' (use an IANA name such as Europe/London)"
+    ]
 
 
 def test_every_problem_is_reported_at_once():

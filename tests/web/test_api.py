@@ -15,10 +15,12 @@ def test_reports_are_listed_with_upcoming_fire_times(client):
 
 
 def test_a_manual_run_is_created_and_idempotent_with_a_key(client, c):
-    first = client.post("/api/reports/board-pack/runs", json={"params": {"region": "EU"}},
-                        headers={"Idempotency-Key": "abc"})
-    again = client.post("/api/reports/board-pack/runs", json={"params": {"region": "EU"}},
-                        headers={"Idempotency-Key": "abc"})
+    first = client.post(
+        "/api/reports/board-pack/runs", json={"params": {"region": "EU"}}, headers={"Idempotency-Key": "abc"}
+    )
+    again = client.post(
+        "/api/reports/board-pack/runs", json={"params": {"region": "EU"}}, headers={"Idempotency-Key": "abc"}
+    )
     assert first.status_code == 201 and again.status_code == 200
     assert first.get_json()["id"] == again.get_json()["id"]
     drain(c)

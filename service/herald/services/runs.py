@@ -165,7 +165,7 @@ def _deliveries_for(c: Container, report: ReportDefinition, run: Run) -> list[De
                 id=ids.delivery_id(run.id, channel, recipient),
                 run_id=run.id,
                 report_id=report.id,
-                channel=channel,  # type: ignore[arg-type]
+                channel=channel,
                 recipient=recipient,
                 status=DeliveryStatus.SUPPRESSED if suppressed else DeliveryStatus.QUEUED,
                 link_token=secrets.token_urlsafe(24),  # 192 bits: an unguessable capability

@@ -218,11 +218,16 @@ def _summary(request: RenderRequest, rows: int) -> str:
     note such as "data as of"; re-format the template with the count and keep the note.
     """
     definition = request.definition
-    fields = {"name": definition.name, "period": request.period, "params": request.params}
-    real = render_summary(definition.summary, rows=rows, **fields)
+
+    def summary(count: int) -> str:
+        return render_summary(
+            definition.summary, name=definition.name, period=request.period, rows=count, params=request.params
+        )
+
+    real = summary(rows)
     if not request.summary:
         return real
-    provisional = render_summary(definition.summary, rows=0, **fields)
+    provisional = summary(0)
     if request.summary.startswith(provisional):
         return real + request.summary[len(provisional) :]
     return request.summary

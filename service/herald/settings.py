@@ -82,6 +82,24 @@ class Settings(BaseSettings):
     # IAP's ES256 keys by key id, PEM; the -jwk variant of this URL needs pyjwt, which Herald does not ship.
     iap_certs_url: str = "https://www.gstatic.com/iap/verify/public_key"
 
+    # SendGrid Event Webhook (/webhooks/sendgrid), feedback, suppressions and links (issue 3).
+    # The key is the Signed Event Webhook's verification key as SendGrid shows it (base64 DER, no PEM armour).
+    sendgrid_webhook_public_key: str = ""  # SendGrid's P-256 verification key; empty = webhook refuses all (503)
+    sendgrid_webhook_tolerance_seconds: int = 600  # a signature timestamp further than this from now is refused
+    reconcile_wait_seconds: float = 900.0  # an e-mail whose send outcome is unknown waits this long for its events
+    link_renew_interval_seconds: int = 3600  # an expired link can ask for a fresh one once per this interval
+    # Where owner and ops alerts go: "email", "slack" or both (comma-separated in the env).
+    alert_channels: Annotated[tuple[Literal["email", "slack"], ...], NoDecode] = ("email",)
+    owner_slack_channel: str = ""  # owner alerts also go here when alert_channels has slack (channel id or webhook URL)
+    ops_email: str = ""  # ops alerts also go to this address when alert_channels has email; empty = Slack only
+
+    @field_validator("alert_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("sendgrid_categories", mode="before")
     @classmethod
     def _split_categories(cls, value: object) -> object:

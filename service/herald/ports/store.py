@@ -7,7 +7,7 @@ first); both are normal outcomes, not errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,6 +29,13 @@ class Suppression:
     scope: str  # a report id, or "*" for every report
     reason: str  # bounce, blocked, spamreport, unsubscribe, group_unsubscribe, manual
     created_at: datetime
+
+
+# What a delivery change returns: the fields to set, or None to leave the delivery as it is.
+# It may run more than once (a Firestore transaction is retried), so it must have no side effect.
+DeliveryChange = Callable[[Delivery], dict[str, Any] | None]
+# Folds a delivery's new provider events (in the order given) into the fields to set.
+EventsFold = Callable[[Delivery, list[Any]], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,26 @@ class Store(Protocol):
         self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
     ) -> Delivery | None: ...
     def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None: ...
+    def mutate_delivery(self, delivery_id: str, change: DeliveryChange) -> Delivery | None:
+        """Atomic read-change-write: ``change`` sees the current delivery and returns the fields
+        to set. None (no such delivery, or ``change`` said None) writes nothing. Counters and
+        rate limits use it instead of get + update, which loses concurrent updates."""
+        ...
+
+    def apply_delivery_events(
+        self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
+    ) -> dict[str, tuple[Delivery, list[str]]]:
+        """Apply provider events to deliveries, each event exactly once.
+
+        ``events`` maps a delivery id to its ``(event id, event)`` pairs. Per delivery, the
+        pairs whose event id (of ``kind``, shared with remember_events) is new go to ``fold``
+        in the order given; the fields it returns are written and those event ids remembered
+        in one atomic step, so a crash can neither lose an event nor count it twice. Returns,
+        for every delivery that exists, (the delivery as written, the new event ids); events
+        of deliveries that do not exist are neither applied nor remembered.
+        """
+        ...
+
     def list_deliveries(
         self,
         run_id: str | None = None,

@@ -8,12 +8,14 @@ from datetime import timedelta
 
 from herald.bootstrap import Container
 from herald.domain.errors import DeliveryError
-from herald.domain.records import Delivery
+from herald.domain.records import MAX_ATTEMPT_LOG, Delivery
 from herald.domain.states import DELIVERY_OPEN, DeliveryStatus
-from herald.services import events, messages
+from herald.services import events, feedback, messages
 from herald.services.tasks import finish_run_task, send_task
 
 log = logging.getLogger(__name__)
+
+RECONCILE_ATTEMPT_BASE = 2000  # task names of reconcile checks never collide with retries' or resends' (1000)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,14 @@ def send_delivery(c: Container, delivery_id: str) -> SendOutcome:
     delivery = c.store.claim_delivery(delivery_id, now, now + c.lease)
     if delivery is None:
         return _not_claimed(c, delivery_id)
+    if _reconcilable(c, delivery) and _lost_attempt(delivery):
+        # A worker claimed it before and recorded no outcome (it crashed, or its lease ran out
+        # mid-send): that request may have reached SendGrid. Reconcile first (decision 5).
+        return _await_reconcile(c, delivery, "the previous attempt left no outcome", delivery.attempts - 1)
+    return _send_claimed(c, delivery)
+
+
+def _send_claimed(c: Container, delivery: Delivery) -> SendOutcome:
     run = c.store.get_run(delivery.run_id)
     stored = c.store.get_report(delivery.report_id)
     if run is None or stored is None:
@@ -78,6 +88,8 @@ def send_delivery(c: Container, delivery_id: str) -> SendOutcome:
     )
     if sent is None:  # our lease expired mid-send and another worker took over: it owns the outcome
         log.warning("lease lost during send", extra={"delivery_id": delivery.id})
+    elif sent.events:  # provider events beat our own write (a fast webhook): let them move it on
+        feedback.settle(c, sent.id)
     _maybe_finish(c, delivery.run_id)
     return SendOutcome("sent")
 
@@ -92,6 +104,8 @@ def _not_claimed(c: Container, delivery_id: str) -> SendOutcome:
         return SendOutcome("leased", retry_after=(current.lease_until - now).total_seconds() + 1)
     if current.status in DELIVERY_OPEN and current.next_attempt_at and current.next_attempt_at > now:
         return SendOutcome("not-due", retry_after=(current.next_attempt_at - now).total_seconds())
+    if current.status == DeliveryStatus.UNKNOWN:  # the reconcile wait is over and no event confirmed it
+        return _reconcile_timeout(c, current)
     if current.status == DeliveryStatus.SUPPRESSED or current.status not in DELIVERY_OPEN:
         _maybe_finish(c, current.run_id)
     return SendOutcome("done")
@@ -99,6 +113,8 @@ def _not_claimed(c: Container, delivery_id: str) -> SendOutcome:
 
 def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> SendOutcome:
     attempt = delivery.attempts
+    if exc.unknown and not exc.permanent and _reconcilable(c, delivery):
+        return _await_reconcile(c, delivery, exc.message, attempt)
     delay = None if exc.permanent else c.retry.delay_after(attempt, exc.retry_after)
     kind = "permanent" if exc.permanent else "transient"
     log.warning(
@@ -132,11 +148,19 @@ def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> Sen
     return SendOutcome("retrying")
 
 
-def _fail(c: Container, delivery: Delivery, reason: str, *, permanent: bool, log_result: str = "permanent") -> None:
+def _fail(
+    c: Container,
+    delivery: Delivery,
+    reason: str,
+    *,
+    permanent: bool,
+    log_result: str = "permanent",
+    from_status: DeliveryStatus = DeliveryStatus.SENDING,
+) -> None:
     now = c.clock.now()
     failed = c.store.transition_delivery(
         delivery.id,
-        [DeliveryStatus.SENDING],
+        [from_status],
         DeliveryStatus.FAILED,
         last_error=reason,
         error_kind="permanent" if permanent else "transient",
@@ -153,3 +177,71 @@ def _maybe_finish(c: Container, run_id: str) -> None:
     # Every delivery writes its final state before looking, so the last one always sees none open.
     if not c.store.has_open_deliveries(run_id):
         c.queue.enqueue(finish_run_task(run_id))
+
+
+# Unknown outcomes (decision 5) ---------------------------------------------------------
+def _reconcilable(c: Container, delivery: Delivery) -> bool:
+    """SendGrid's Event Webhook can tell whether an e-mail got through (its ``processed``
+    event carries our delivery id). Outbox files are keyed by delivery id and Slack has no
+    such feed, so those keep resending on the normal retry schedule."""
+    return delivery.channel == "email" and bool(c.settings.sendgrid_api_key)
+
+
+def _lost_attempt(delivery: Delivery) -> bool:
+    """Did an earlier attempt of this claimed delivery end without any recorded outcome?"""
+    if len(delivery.attempt_log) >= MAX_ATTEMPT_LOG:  # capped: cannot tell, keep the old behaviour
+        return False
+    outcomes = sum(1 for e in delivery.attempt_log if e.get("result") not in ("resend", "confirmed"))
+    return outcomes < delivery.attempts - 1
+
+
+def _await_reconcile(c: Container, delivery: Delivery, reason: str, attempts: int) -> SendOutcome:
+    """Mark the delivery unknown and look again after settings.reconcile_wait_seconds; a
+    SendGrid event for it meanwhile moves it to sent (services/feedback.py)."""
+    now = c.clock.now()
+    due = now + timedelta(seconds=c.settings.reconcile_wait_seconds)
+    waiting = c.store.transition_delivery(
+        delivery.id,
+        [DeliveryStatus.SENDING],
+        DeliveryStatus.UNKNOWN,
+        attempts=attempts,  # a claim that sent nothing is not an attempt
+        next_attempt_at=due,
+        lease_until=None,
+        last_error=f"outcome unknown: {reason}",
+        error_kind="transient",
+        updated_at=now,
+        attempt_log=delivery.log_attempt(now, "unknown", reason),
+    )
+    log.warning("delivery outcome unknown", extra={"delivery_id": delivery.id, "attempt": attempts, "error": reason})
+    if waiting is not None:
+        c.queue.enqueue(send_task(delivery.id, RECONCILE_ATTEMPT_BASE + attempts, eta=due))
+        if waiting.events:  # the provider's events may have come in while we waited for the answer
+            feedback.settle(c, delivery.id)
+    return SendOutcome("reconciling")
+
+
+def _reconcile_timeout(c: Container, current: Delivery) -> SendOutcome:
+    """No event confirmed the unknown send in time: send it again (once more), marked resent."""
+    now = c.clock.now()
+    if c.retry.delay_after(max(1, current.attempts)) is None:
+        reason = f"outcome unknown after {current.attempts} attempts and no provider event confirmed it"
+        _fail(c, current, reason, permanent=False, log_result="unknown", from_status=DeliveryStatus.UNKNOWN)
+        return SendOutcome("failed")
+
+    def take(d: Delivery) -> dict[str, object] | None:
+        if d.status != DeliveryStatus.UNKNOWN or (d.next_attempt_at and d.next_attempt_at > now):
+            return None  # an event confirmed it meanwhile, or another worker took it
+        return {
+            "status": DeliveryStatus.SENDING,
+            "attempts": d.attempts + 1,
+            "lease_until": now + c.lease,
+            "next_attempt_at": None,
+            "updated_at": now,
+            "events": {**d.events, "reconciled": "resent"},
+        }
+
+    claimed = c.store.mutate_delivery(current.id, take)
+    if claimed is None:
+        return SendOutcome("done")
+    log.warning("unknown send not confirmed: resending", extra={"delivery_id": claimed.id, "attempt": claimed.attempts})
+    return _send_claimed(c, claimed)

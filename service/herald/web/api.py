@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from herald.domain.records import Delivery
 from herald.domain.schedules import next_fire_times
 from herald.domain.states import DeliveryStatus, RunStatus
-from herald.ports.store import StoredReport
+from herald.ports.store import StoredReport, Suppression
 from herald.services import dependencies, resend, runs
 from herald.web.auth import api_token_ok, container
 from herald.web.errors import error
@@ -164,6 +164,31 @@ def get_delivery(delivery_id: str) -> Any:
 def list_alerts() -> Any:
     alerts = container().store.list_alerts(limit=_limit(50), report_id=request.args.get("report_id"))
     return jsonify({"alerts": [a.to_doc() for a in alerts]})
+
+
+def _suppression_view(s: Suppression) -> dict[str, Any]:
+    return {"recipient": s.recipient, "scope": s.scope, "reason": s.reason, "created_at": s.created_at.isoformat()}
+
+
+@bp.get("/suppressions")
+def list_suppressions() -> Any:
+    """Suppressed recipients, newest first: scope is a report id or "*" (every report)."""
+    found = container().store.list_suppressions(limit=_limit(100, 1000))
+    return jsonify({"suppressions": [_suppression_view(s) for s in found]})
+
+
+@bp.delete("/suppressions/<recipient>")
+def lift_suppression(recipient: str) -> Any:
+    """Lift one suppression: ``?scope=<report id>`` or ``?scope=*`` (required). 200 lifted;
+    404 there was none for that scope; 400 invalid address or scope."""
+    scope = request.args.get("scope", "")
+    if "@" not in recipient or len(recipient) > 254:
+        return error(400, "recipient must be an e-mail address")
+    if not 1 <= len(scope) <= 128:
+        return error(400, "scope is required: a report id, or * for the global suppression")
+    if not container().store.lift_suppression(recipient.lower(), scope):
+        return error(404, "no such suppression", recipient=recipient.lower(), scope=scope)
+    return jsonify({"recipient": recipient.lower(), "scope": scope, "lifted": True})
 
 
 @bp.post("/job-status")

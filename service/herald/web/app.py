@@ -18,6 +18,8 @@ ROUTES_BY_ROLE: dict[str, set[str]] = {
     "pubsub": {"worker"},  # /pubsub/* (Pub/Sub push)
     "links": {"ingress"},  # /l/<token>, /blobs/*
     "events": {"ingress"},  # /webhooks/events/<source> (HMAC-signed business events)
+    "webhooks": {"ingress"},  # /webhooks/sendgrid (ECDSA-signed SendGrid events)
+    "unsubscribe": {"ingress"},  # /unsubscribe/<token> (RFC 8058 one-click)
     "api": {"admin"},  # /api/*
     "admin": {"admin"},  # /admin/* (pages; web/admin.py)
 }

@@ -7,6 +7,7 @@ never count as downloads.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from flask import Blueprint, abort, redirect, render_template, request
 
 from herald.bootstrap import Container
 from herald.domain.records import Delivery
+from herald.services import links
 from herald.web.auth import container
 
 bp = Blueprint("links", __name__)
@@ -61,15 +63,32 @@ def download(token: str) -> Any:
     run = c.store.get_run(d.run_id)
     if run is None or not run.artifact_key:
         abort(404)
-    now = c.clock.now()
-    downloads = dict(d.events.get("downloads") or {})
-    downloads["count"] = int(downloads.get("count", 0)) + 1
-    downloads.setdefault("first_at", now.isoformat())
-    downloads["last_at"] = now.isoformat()
-    downloads["last_user_agent"] = (request.user_agent.string or "")[:200]
-    c.store.update_delivery(d.id, events={**d.events, "downloads": downloads})
+    links.record_download(c, d, request.user_agent.string or "")
     filename = run.artifact_key.rsplit("/", 1)[-1]
     return redirect(c.blobs.signed_url(run.artifact_key, DOWNLOAD_URL_TTL, filename), code=303)
+
+
+@bp.post("/l/<token>/renew")
+def renew(token: str) -> Any:
+    """An expired link asks for a fresh one, sent to the same address (services/links.renew).
+    202 on its way; 409 the link has not expired; 429 + Retry-After asked too recently; 404 unknown token."""
+    c = container()
+    d = _delivery(c, token)
+    outcome = links.renew(c, d)
+    if outcome.status == "not-expired":
+        return _notice("This link is still valid.", "Use the download button on the link's page.", 409)
+    if outcome.status == "limited":
+        wait = max(1, math.ceil(outcome.retry_after or 1))
+        later = f"You can ask again in {wait // 60 or 1} minutes."
+        page, status = _notice("A fresh link was sent recently.", later, 429)
+        return page, status, {"Retry-After": str(wait)}
+    if outcome.status == "suppressed":
+        return _notice("No link was sent.", "This address is unsubscribed from this report.", 409)
+    return _notice("A fresh link is on its way.", "It goes to the address this link was sent to.", 202)
+
+
+def _notice(title: str, text: str, status: int) -> tuple[Any, int]:
+    return render_template("notice.html", title=title, text=text), status
 
 
 @bp.get("/blobs/<path:key>")

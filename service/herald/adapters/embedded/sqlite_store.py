@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +22,10 @@ from herald.adapters.embedded.sqlite_db import SQLiteFile
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.reports import ReportDefinition
 from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
-from herald.ports.store import Page, StoredReport, Suppression
+from herald.ports.store import DeliveryChange, EventsFold, Page, StoredReport, Suppression
 
 R = TypeVar("R", bound=BaseModel)
+CHUNK = 500  # ids per IN (...) query: under SQLite's bound-parameter limit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -324,6 +325,60 @@ class SQLiteStore:
         return self._mutate(
             "report_delivery_log", Delivery, delivery_id, lambda d: d.model_copy(update=fields), self._delivery_columns
         )
+
+    def mutate_delivery(self, delivery_id: str, change: DeliveryChange) -> Delivery | None:
+        def apply(d: Delivery) -> Delivery | None:
+            fields = change(d)
+            return None if fields is None else d.model_copy(update=fields)
+
+        return self._mutate("report_delivery_log", Delivery, delivery_id, apply, self._delivery_columns)
+
+    def apply_delivery_events(
+        self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
+    ) -> dict[str, tuple[Delivery, list[str]]]:
+        # The whole batch is one transaction: a read of the seen ids and of the deliveries,
+        # then one executemany per table. Each delivery is written once however many events it has.
+        event_ids = list(dict.fromkeys(eid for pairs in events.values() for eid, _ in pairs))
+        stamp = ts(now)
+        out: dict[str, tuple[Delivery, list[str]]] = {}
+        with self._write() as conn:
+            seen_sql = "SELECT id FROM inbound_events WHERE kind=? AND id IN ({})"
+            seen = set(self._existing(conn, seen_sql, event_ids, kind))
+            docs = dict(self._existing(conn, "SELECT id, doc FROM report_delivery_log WHERE id IN ({})", list(events)))
+            remembered: list[tuple[str, str, str]] = []
+            writes: list[tuple[Any, ...]] = []
+            for delivery_id, pairs in events.items():
+                doc = docs.get(delivery_id)
+                if doc is None:
+                    continue
+                fresh = []
+                for event_id, event in pairs:
+                    if event_id not in seen:
+                        seen.add(event_id)
+                        fresh.append((event_id, event))
+                delivery = Delivery.model_validate_json(doc)
+                if fresh:
+                    fields = fold(delivery, [event for _, event in fresh])
+                    if fields:
+                        delivery = delivery.model_copy(update=fields)
+                        columns = self._delivery_columns(delivery).values()
+                        writes.append((*columns, delivery.model_dump_json(), delivery_id))
+                    remembered += [(kind, event_id, stamp) for event_id, _ in fresh]
+                out[delivery_id] = (delivery, [event_id for event_id, _ in fresh])
+            conn.executemany("INSERT OR IGNORE INTO inbound_events (kind, id, created_at) VALUES (?, ?, ?)", remembered)
+            conn.executemany(
+                "UPDATE report_delivery_log SET status=?, link_token=?, message_id=?, doc=? WHERE id=?", writes
+            )
+        return out
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, sql: str, ids: list[str], *first: str) -> list[Any]:
+        rows: list[Any] = []
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            found = conn.execute(sql.format(",".join("?" * len(chunk))), (*first, *chunk)).fetchall()
+            rows += [row[0] if len(row) == 1 else tuple(row) for row in found]
+        return rows
 
     def list_deliveries(
         self,

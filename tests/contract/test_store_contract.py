@@ -500,3 +500,52 @@ def test_suppressed_among_finds_report_and_global_suppressions(store):
     ]
     assert store.suppressed_among(people, "board-pack") == {"a@example.com", "b@example.com"}
     assert store.suppressed_among([], "board-pack") == set()
+
+
+def test_mutate_delivery_is_atomic_under_concurrency(open_store):
+    first = open_store()
+    first.create_deliveries([make_delivery("d1")])
+
+    def bump(d):
+        downloads = dict(d.events.get("downloads") or {})
+        downloads["count"] = int(downloads.get("count", 0)) + 1
+        return {"events": {**d.events, "downloads": downloads}}
+
+    stores = [first, open_store()]
+    barrier = threading.Barrier(2)
+
+    def worker(s):
+        barrier.wait()
+        for _ in range(5):
+            s.mutate_delivery("d1", bump)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert first.get_delivery("d1").events["downloads"]["count"] == 10
+    assert first.mutate_delivery("d1", lambda d: None) is None  # the change declined: nothing written
+    assert first.get_delivery("d1").events["downloads"]["count"] == 10
+    assert first.mutate_delivery("missing", bump) is None
+
+
+def test_apply_delivery_events_applies_each_event_once(store):
+    store.create_deliveries([make_delivery("d1"), make_delivery("d2", recipient="b@example.com")])
+
+    def fold(d, events):
+        return {"events": {**d.events, "seen": [*d.events.get("seen", []), *events]}}
+
+    batch = {
+        "d1": [("e1", "delivered"), ("e2", "open"), ("e2", "open")],
+        "d2": [("e3", "bounce")],
+        "nope": [("e4", "x")],
+    }
+    out = store.apply_delivery_events("sendgrid", batch, NOW, fold)
+    assert set(out) == {"d1", "d2"}
+    assert out["d1"][1] == ["e1", "e2"] and out["d1"][0].events["seen"] == ["delivered", "open"]
+    again = store.apply_delivery_events("sendgrid", {"d1": [("e1", "delivered"), ("e5", "click")]}, NOW, fold)
+    assert again["d1"][1] == ["e5"]
+    assert store.get_delivery("d1").events["seen"] == ["delivered", "open", "click"]
+    # Event ids are shared with remember_events; the unknown delivery's event was not remembered.
+    assert store.remember_events("sendgrid", ["e3", "e4"], NOW) == {"e4"}

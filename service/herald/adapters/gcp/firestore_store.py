@@ -21,7 +21,7 @@ Collection names are the contract between backends: ``reports``, ``runs``,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -46,7 +46,7 @@ from herald.adapters.gcp.firestore_docs import (
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.reports import ReportDefinition
 from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
-from herald.ports.store import Page, StoredReport, Suppression
+from herald.ports.store import DeliveryChange, EventsFold, Page, StoredReport, Suppression
 
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
@@ -303,6 +303,61 @@ class FirestoreStore:
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None:
         return self._mutate("report_delivery_log", Delivery, delivery_id, self._updating(fields))
+
+    def mutate_delivery(self, delivery_id: str, change: DeliveryChange) -> Delivery | None:
+        def decide(d: Delivery) -> tuple[Delivery, set[str]] | None:
+            fields = change(d)  # pure: a contended transaction runs it again
+            return None if fields is None else (d.model_copy(update=fields), set(fields))
+
+        return self._mutate("report_delivery_log", Delivery, delivery_id, decide)
+
+    def apply_delivery_events(
+        self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
+    ) -> dict[str, tuple[Delivery, list[str]]]:
+        # One transaction per delivery (side by side): it reads the delivery and its events'
+        # de-duplication documents, then writes the folded delivery and creates those
+        # documents together, so an event is applied exactly once even across a crash.
+        expire_at = encode(now + self._event_retention)
+
+        def apply(item: tuple[str, Sequence[tuple[str, Any]]]) -> tuple[str, tuple[Delivery, list[str]] | None]:
+            delivery_id, pairs = item
+            ref = self._col("report_delivery_log").document(delivery_id)
+            unique = list(dict.fromkeys(event_id for event_id, _ in pairs))
+            seen_refs = {eid: self._col("inbound_events").document(key(kind, eid)) for eid in unique}
+
+            def body(transaction: firestore.Transaction) -> tuple[Delivery, list[str]] | None:
+                snapshot = ref.get(transaction=transaction)
+                if not snapshot.exists:
+                    return None
+                seen = {
+                    s.reference.id
+                    for s in self._client.get_all(list(seen_refs.values()), transaction=transaction)
+                    if s.exists
+                }
+                self.op_counts.add(reads=1 + len(seen_refs))
+                delivery = from_doc(Delivery, snapshot.to_dict() or {})
+                fresh: list[tuple[str, Any]] = []
+                taken: set[str] = set()
+                for event_id, event in pairs:
+                    if seen_refs[event_id].id not in seen and event_id not in taken:
+                        taken.add(event_id)
+                        fresh.append((event_id, event))
+                if not fresh:
+                    return delivery, []
+                fields = fold(delivery, [event for _, event in fresh])
+                if fields:
+                    delivery = delivery.model_copy(update=fields)
+                    transaction.update(ref, fields_doc(Delivery, delivery, set(fields)))
+                for event_id, _ in fresh:
+                    doc = {"kind": kind, "event_id": event_id, "created_at": encode(now), "expire_at": expire_at}
+                    transaction.create(seen_refs[event_id], doc)
+                self.op_counts.add(writes=len(fresh) + (1 if fields else 0))
+                return delivery, [event_id for event_id, _ in fresh]
+
+            return delivery_id, firestore.transactional(body)(self._client.transaction())
+
+        results = self._parallel(apply, list(events.items()))
+        return {delivery_id: result for delivery_id, result in results if result is not None}
 
     def list_deliveries(
         self,

@@ -204,7 +204,7 @@ def fold_events(d: Delivery, events: list[dict[str, Any]], now: datetime) -> dic
         ev["last_event_at"] = max(at, str(ev.get("last_event_at", "")), key=_sort_key)
     if any(ev.get(key) for key in _REACHED) and not ev.get("delivered_at"):
         _first(ev, "delivered_at", min((ev[k] for k in _REACHED if ev.get(k)), key=_sort_key))
-    history.sort(key=lambda entry: _sort_key(entry["at"]))
+    history.sort(key=lambda entry: str(entry["at"]))  # whole-second UTC ISO text sorts as time
     ev["history"] = history[-HISTORY_CAP:]
     fields: dict[str, Any] = {"events": ev, "updated_at": now}
     return {**fields, **_status_fields(d, ev, message_id, now)}
@@ -249,8 +249,12 @@ def _first(ev: dict[str, Any], key: str, at: str) -> None:
         ev[key] = at
 
 
-def _sort_key(iso: str) -> datetime:
-    return datetime.fromisoformat(iso) if iso else datetime.min.replace(tzinfo=UTC)
+def _sort_key(iso: str) -> str:
+    """Event times are whole seconds in UTC (``_timestamp``), so their ISO text sorts as time;
+    anything else (e.g. a time written with microseconds) is brought to that form first."""
+    if len(iso) == 25 and iso.endswith("+00:00"):
+        return iso
+    return datetime.fromisoformat(iso).astimezone(UTC).replace(microsecond=0).isoformat() if iso else ""
 
 
 def _timestamp(event: dict[str, Any], now: datetime) -> datetime:
@@ -258,7 +262,7 @@ def _timestamp(event: dict[str, Any], now: datetime) -> datetime:
     try:
         return datetime.fromtimestamp(int(raw), UTC)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError, OSError):
-        return now
+        return now.replace(microsecond=0)
 
 
 def _message_id(event: dict[str, Any]) -> str | None:

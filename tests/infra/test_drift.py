@@ -66,6 +66,8 @@ OPTIONAL_IN_GCP: dict[str, str] = {
     "gcs_signer_email": "empty = the runtime's own account, which may sign as itself (iam.tf)",
     "watchdog_heartbeat_url": "no dead-man monitor for the watchdog unless an operator sets one",
     "admin_token": "the gcp admin service is behind IAP; the token login is the embedded backend's",
+    "owner_slack_channel": "owner alerts go by e-mail unless an operator adds a Slack channel",
+    "ops_email": "ops alerts go to Slack unless an operator adds an address",
 }
 
 SECRET_NAME = re.compile(r"(^|_)(api_key|token|secret|secrets|password|private_key|public_key|secret_key)$")

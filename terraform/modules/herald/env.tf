@@ -54,7 +54,7 @@ locals {
       purpose   = "sendgrid-v3-api-key-mail-send"
     }
     "herald-sendgrid-webhook-public-key" = {
-      env       = null
+      env       = "HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY"
       workloads = ["ingress"]
       purpose   = "sendgrid-event-webhook-ecdsa-public-key"
     }

@@ -31,14 +31,12 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from herald.bootstrap import Container
-from herald.domain.errors import DeliveryError
 from herald.domain.ids import alert_id
 from herald.domain.records import Alert, Run
 from herald.domain.reports import ReportDefinition, parse_duration
 from herald.domain.schedules import slots_between
 from herald.domain.states import RunStatus
-from herald.ports.messages import ChatMessage
-from herald.services import dependencies
+from herald.services import alerts, dependencies
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -343,15 +341,14 @@ def _post_all(c: Container, alerts_: list[Alert], now: datetime) -> int:
 
 
 def _post(c: Container, alert: Alert) -> bool:
-    message = ChatMessage(target=alert.target, text=f"*{alert.subject}*\n{alert.body}", idempotency_key=alert.id)
-    try:
-        c.chat.post(message)
-    except DeliveryError as exc:  # stays unsent; the next pass retries it while the incident lasts
-        log.error("watchdog alert not posted", extra={"alert_id": alert.id, "error": exc.message})
-        return False
-    c.store.mark_alert_sent(alert.id)
-    log.warning("watchdog alert posted", extra={"alert_id": alert.id, "kind": alert.kind, "report_id": alert.report_id})
-    return True
+    # The ops channels (Slack, and e-mail when configured) are alerts' business; an alert
+    # that no channel took stays unsent and the next pass retries it while the incident lasts.
+    posted = alerts.send_ops_alert(c, alert)
+    if posted:
+        log.warning(
+            "watchdog alert posted", extra={"alert_id": alert.id, "kind": alert.kind, "report_id": alert.report_id}
+        )
+    return posted
 
 
 def _ping(c: Container, state: Any, now: datetime) -> None:

@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -51,6 +51,29 @@ class FakeServer(ThreadingHTTPServer):
         pass
 
     def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServedFake:
+    """Lifecycle shared by the provider fakes: each owns a ``FakeServer`` as ``self.server``."""
+
+    server: FakeServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> Self:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

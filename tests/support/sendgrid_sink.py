@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.httpbase import FakeHandler, FakeServer
+from tests.support.httpbase import FakeHandler, FakeServer, ServedFake
 
 MAIL_SEND = "/v3/mail/send"
 _ERROR_TEXT = {
@@ -64,7 +64,7 @@ class Seen:
     status: int  # 0 = hung up
 
 
-class SendGridSink:
+class SendGridSink(ServedFake):
     def __init__(self, *, latency_ms: float = 0.0, api_key: str | None = None, record: bool = True, port: int = 0):
         self.latency_ms = latency_ms
         self.api_key = api_key  # None: any Bearer token is accepted
@@ -78,23 +78,6 @@ class SendGridSink:
         self.server = FakeServer(handler, port)
 
     # -- lifecycle -------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def start(self) -> SendGridSink:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> SendGridSink:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- scripting -------------------------------------------------------------
     def script(self, recipient: str, *behaviours: Behaviour) -> None:
         with self._lock:

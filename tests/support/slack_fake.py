@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.support.httpbase import FakeHandler, FakeServer
+from tests.support.httpbase import FakeHandler, FakeServer, ServedFake
 
 WEBHOOK_PREFIX = "/services/T0000000/B0000000/"
 
@@ -61,7 +61,7 @@ class _Upload:
     data: bytes | None = None
 
 
-class SlackFake:
+class SlackFake(ServedFake):
     def __init__(self, *, token: str | None = None, port: int = 0) -> None:
         self.token = token  # None: any Bearer token is accepted
         self.received: list[Received] = []
@@ -74,28 +74,11 @@ class SlackFake:
         self.server = FakeServer(handler, port)
 
     @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
     def api_url(self) -> str:
         return f"{self.server.url}/api/"
 
     def webhook_url(self, name: str = "hook") -> str:
         return f"{self.server.url}{WEBHOOK_PREFIX}{name}"
-
-    def start(self) -> SlackFake:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> SlackFake:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- scripting -------------------------------------------------------------
     def script(self, key: str, *behaviours: SlackBehaviour) -> None:

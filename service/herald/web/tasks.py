@@ -9,12 +9,15 @@ Status contract (the queue acts on it):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from herald.bootstrap import Container
+from herald.domain.records import Run
 from herald.services import delivery, runs, scheduling, watchdog
 from herald.web.auth import container, internal
 from herald.web.errors import error
@@ -38,24 +41,24 @@ def _body(model: type[BaseModel]) -> Any:
     return model.model_validate(request.get_json(force=True, silent=False))
 
 
-@bp.post("/tasks/runs/execute")
-@internal
-def execute_run() -> Any:
+def _run_step(step: Callable[[Container, str], Run | None]) -> Any:
     task = _body(RunTask)
-    run = runs.execute_run(container(), task.run_id)
+    run = step(container(), task.run_id)
     if run is None:
         return error(404, "no such run", run_id=task.run_id)
     return jsonify({"run_id": run.id, "status": str(run.status)})
+
+
+@bp.post("/tasks/runs/execute")
+@internal
+def execute_run() -> Any:
+    return _run_step(runs.execute_run)
 
 
 @bp.post("/tasks/runs/finish")
 @internal
 def finish_run() -> Any:
-    task = _body(RunTask)
-    run = runs.finish_run(container(), task.run_id)
-    if run is None:
-        return error(404, "no such run", run_id=task.run_id)
-    return jsonify({"run_id": run.id, "status": str(run.status)})
+    return _run_step(runs.finish_run)
 
 
 @bp.post("/tasks/deliveries/send")

@@ -7,7 +7,7 @@ first); both are normal outcomes, not errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +42,17 @@ EventsFold = Callable[[Delivery, list[Any]], dict[str, Any] | None]
 class Page:
     items: list[Any]
     next_cursor: str | None
+
+
+def pages(fetch: Callable[[str | None], Page]) -> Iterator[list[Any]]:
+    """The items of every page of a cursor-paged listing, in order: ``fetch(cursor)`` gets one."""
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        yield page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 class Store(Protocol):

@@ -29,6 +29,7 @@ from herald.domain.periods import period_label
 from herald.domain.records import Run
 from herald.domain.reports import JOB_PATTERN, Dependency, ReportDefinition
 from herald.domain.states import RunStatus
+from herald.ports.store import pages
 from herald.services.tasks import execute_run_task, finish_run_task, release_run_task
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,9 @@ def release_waiting(c: Container, job: str, period: str) -> int:
     """Enqueue every waiting run that needs this record: O(waiting runs)."""
     definitions: dict[str, ReportDefinition | None] = {}
     released = 0
-    cursor: str | None = None
-    while True:
-        page = c.store.list_runs(status=RunStatus.WAITING, limit=RELEASE_PAGE, cursor=cursor)
-        for run in page.items:
+    waiting = pages(lambda cursor: c.store.list_runs(status=RunStatus.WAITING, limit=RELEASE_PAGE, cursor=cursor))
+    for items in waiting:
+        for run in items:
             if run.report_id not in definitions:
                 stored = c.store.get_report(run.report_id)
                 definitions[run.report_id] = stored.definition if stored else None
@@ -98,9 +98,7 @@ def release_waiting(c: Container, job: str, period: str) -> int:
                 continue
             if any(d.job == job and required_label(d, report, run) == period for d in report.depends_on):
                 released += c.queue.enqueue(release_run_task(run.id, job, period))
-        if page.next_cursor is None:
-            return released
-        cursor = page.next_cursor
+    return released
 
 
 # The gate ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 from herald.bootstrap import Container
 from herald.domain.records import MAX_ATTEMPT_LOG, Delivery
 from herald.domain.states import RUN_FINAL, DeliveryStatus, RunStatus
+from herald.ports.store import pages
 from herald.services.tasks import send_task
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,12 @@ class ResendResult:
 
 def failed_deliveries(c: Container, run_id: str, limit: int = MAX_RESEND) -> list[Delivery]:
     found: list[Delivery] = []
-    cursor: str | None = None
-    while len(found) < limit:
-        page = c.store.list_deliveries(run_id=run_id, status=DeliveryStatus.FAILED, limit=PAGE, cursor=cursor)
-        found += page.items
-        if page.next_cursor is None:
+    for items in pages(
+        lambda cursor: c.store.list_deliveries(run_id=run_id, status=DeliveryStatus.FAILED, limit=PAGE, cursor=cursor)
+    ):
+        found += items
+        if len(found) >= limit:
             break
-        cursor = page.next_cursor
     return found[:limit]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from herald.domain.records import Delivery, Run, Trigger
 from herald.domain.reports import ReportDefinition, render_summary
 from herald.domain.states import DELIVERY_FAILED, DeliveryStatus, RunStatus, run_outcome
 from herald.ports.sources import RenderRequest
+from herald.ports.store import pages
 from herald.services import alerts, dependencies, events, watchdog
 from herald.services.tasks import execute_run_task, finish_run_task, send_task
 
@@ -193,14 +195,12 @@ def fan_out(c: Container, report: ReportDefinition, run: Run) -> int:
 
 
 def _requeue_waiting(c: Container, run_id: str) -> int:
-    queued = 0
-    cursor: str | None = None
-    while True:
-        page = c.store.list_deliveries(run_id=run_id, status=DeliveryStatus.QUEUED, limit=FANOUT_PAGE, cursor=cursor)
-        queued += c.queue.enqueue_many([send_task(d.id, 0) for d in page.items])
-        if page.next_cursor is None:
-            return queued
-        cursor = page.next_cursor
+    waiting = pages(
+        lambda cursor: c.store.list_deliveries(
+            run_id=run_id, status=DeliveryStatus.QUEUED, limit=FANOUT_PAGE, cursor=cursor
+        )
+    )
+    return sum(c.queue.enqueue_many([send_task(d.id, 0) for d in items]) for items in waiting)
 
 
 # The finish task ----------------------------------------------------------------------
@@ -252,15 +252,16 @@ def _alert_failures(c: Container, report: ReportDefinition, run: Run) -> None:
             body=f"Run {run.id} failed: {run.error}",
         )
         return
-    lines: list[str] = []
-    for status in sorted(DELIVERY_FAILED):
-        cursor: str | None = None
-        while True:
-            page = c.store.list_deliveries(run_id=run.id, status=status, limit=1000, cursor=cursor)
-            lines += [f"- {d.recipient} ({d.channel}): {d.last_error or status}" for d in page.items]
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
+
+    def failed(status: DeliveryStatus) -> Iterator[list[Delivery]]:
+        return pages(lambda cursor: c.store.list_deliveries(run_id=run.id, status=status, limit=1000, cursor=cursor))
+
+    lines = [
+        f"- {d.recipient} ({d.channel}): {d.last_error or status}"
+        for status in sorted(DELIVERY_FAILED)
+        for items in failed(status)
+        for d in items
+    ]
     body = (
         f"{len(lines)} of {run.recipients_total} recipients of {report.name} ({run.period}) "
         f"did not receive it (run {run.id}):\n" + "\n".join(sorted(lines))

@@ -36,6 +36,7 @@ from herald.domain.records import Alert, Run
 from herald.domain.reports import ReportDefinition, parse_duration
 from herald.domain.schedules import slots_between
 from herald.domain.states import RunStatus
+from herald.ports.store import pages
 from herald.services import alerts, dependencies
 from herald.settings import Settings
 
@@ -206,16 +207,12 @@ def _in_flight(c: Container, now: datetime, definition: Callable[[str], ReportDe
 
 def _runs(c: Container, status: RunStatus, until: datetime | None = None) -> list[Run]:
     out: list[Run] = []
-    cursor: str | None = None
-    while True:
-        page = c.store.list_runs(status=status, limit=PAGE, cursor=cursor)
-        for run in page.items:
+    for items in pages(lambda cursor: c.store.list_runs(status=status, limit=PAGE, cursor=cursor)):
+        for run in items:
             if until is not None and run.created_at < until:  # newest first: the rest are older
                 return out
             out.append(run)
-        if page.next_cursor is None:
-            return out
-        cursor = page.next_cursor
+    return out
 
 
 def _missed(c: Container, now: datetime, definition: Callable[[str], ReportDefinition | None]) -> list[Alert]:

@@ -28,6 +28,7 @@ from flask import (
 
 from herald.domain.records import Run
 from herald.domain.states import DeliveryStatus, RunStatus
+from herald.ports.store import pages
 from herald.services import resend
 from herald.web import admin_auth, admin_views
 from herald.web.auth import container
@@ -246,14 +247,8 @@ def delivery_report(report_id: str) -> Any:
 
 
 def _all_deliveries(c: Any, run_id: str) -> list[Any]:
-    out: list[Any] = []
-    cursor = None
-    while True:
-        page = c.store.list_deliveries(run_id=run_id, limit=CSV_PAGE, cursor=cursor)
-        out += page.items
-        if page.next_cursor is None:
-            return out
-        cursor = page.next_cursor
+    listing = pages(lambda cursor: c.store.list_deliveries(run_id=run_id, limit=CSV_PAGE, cursor=cursor))
+    return [d for items in listing for d in items]
 
 
 @bp.get("/reports/<report_id>/deliveries.csv")
@@ -269,9 +264,8 @@ def deliveries_csv(report_id: str) -> Any:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(admin_views.CSV_COLUMNS)
-        cursor = None
-        while True:
-            page = c.store.list_deliveries(
+        listing = pages(
+            lambda cursor: c.store.list_deliveries(
                 run_id=run.id if run else None,
                 report_id=None if run else report_id,
                 status=f["status"],
@@ -279,14 +273,13 @@ def deliveries_csv(report_id: str) -> Any:
                 limit=CSV_PAGE,
                 cursor=cursor,
             )
-            for d in page.items:
+        )
+        for items in listing:
+            for d in items:
                 writer.writerow(admin_views.csv_values(d))
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
 
     name = f"{report_id}-{run.period if run else 'all'}-deliveries.csv".replace('"', "")
     log.info(

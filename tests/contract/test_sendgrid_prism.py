@@ -1,5 +1,6 @@
 """Every message shape Herald sends, through SendGridMailer, validated by Prism serving
-SendGrid's own OpenAPI spec (../shared/contracts/sendgrid/tsg_mail_v3.yaml).
+SendGrid's own OpenAPI spec (tests/contract/sendgrid/tsg_mail_v3.yaml, vendored from
+twilio/sendgrid-oai under the MIT licence; see the README beside it).
 
 Prism answers 202 for a valid request and 400 with an ``sl-violations`` header for an
 invalid one; any violation header, even on a 202, fails the test.

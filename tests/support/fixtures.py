@@ -23,8 +23,8 @@ from tests.support.slack_fake import SlackFake
 
 REPO = Path(__file__).resolve().parents[2]
 PRISM_BIN = REPO / ".tools" / "prism" / "node_modules" / ".bin" / "prism"
-# In CI the shared folder sits beside the clone: <repo>/../shared.
-SENDGRID_SPEC = REPO.parent / "shared" / "contracts" / "sendgrid" / "tsg_mail_v3.yaml"
+# SendGrid's own spec, vendored with its source and licence (tests/contract/sendgrid/README.md).
+SENDGRID_SPEC = REPO / "tests" / "contract" / "sendgrid" / "tsg_mail_v3.yaml"
 PRISM_START_SECONDS = 60.0
 
 
@@ -53,7 +53,7 @@ def prism_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not prism.exists():
         pytest.fail(f"Prism is not installed at {prism}: run `make prism` (or `make test`, which installs it)")
     if not spec.exists():
-        pytest.fail(f"SendGrid's spec is missing at {spec}: the shared folder must sit beside the repo")
+        pytest.fail(f"SendGrid's spec is missing at {spec}: restore it from git (tests/contract/sendgrid/)")
     port = free_port()
     log_path = tmp_path_factory.mktemp("prism") / "prism.log"
     with log_path.open("wb") as log:

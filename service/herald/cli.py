@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import signal
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
-import yaml
 from pydantic import ValidationError
 
 from herald.bootstrap import Container, build_container
-from herald.domain.reports import DefinitionError, ReportDefinition, parse_definitions
+from herald.domain.records import Run
+from herald.domain.reports import DefinitionError, ReportDefinition
 from herald.domain.schedules import next_fire_times
+from herald.domain.states import RunStatus
+from herald.ports.clock import Clock, SystemClock
 from herald.settings import Settings
 
 EXIT_INVALID = 2
+EXIT_NOT_SUCCEEDED = 1  # `run --wait`: the run ended partial / failed / missed / skipped, or the wait timed out
+FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.MISSED, RunStatus.SKIPPED})
+WAIT_STEP_SECONDS = 60.0  # `run --wait` looks again at least this often (a progress line each time)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -33,18 +42,11 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def load_definitions(path: Path) -> list[ReportDefinition]:
-    """Parse and validate a whole YAML file; exit 2 with every problem listed."""
+    """Parse and validate a file or folder, references resolved; exit 2 with every problem listed."""
+    from herald.services import definitions
+
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        click.echo(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}", err=True)
-        sys.exit(EXIT_INVALID)
-    try:
-        return parse_definitions(document)
+        return definitions.load(path)
     except DefinitionError as exc:
         click.echo(f"{path}: {len(exc.problems)} problem(s), nothing applied:", err=True)
         for line in exc.problems:
@@ -52,22 +54,36 @@ def load_definitions(path: Path) -> list[ReportDefinition]:
         sys.exit(EXIT_INVALID)
 
 
-def _apply(container: Container, definitions: list[ReportDefinition], echo: bool = True) -> None:
-    from herald.services.scheduling import apply_definitions
+def _fire_times(report: ReportDefinition, first: datetime | None) -> list[str]:
+    """The next three fire times, in the report's zone and in UTC."""
+    if report.schedule is None or first is None:
+        return ["no schedule (manual or event-triggered)" if report.enabled else "disabled: never fires"]
+    zone = ZoneInfo(report.schedule.timezone)
+    lines = []
+    for instant in [first, *next_fire_times(report.schedule, first, 2)]:
+        local = instant.astimezone(zone)
+        lines.append(f"{local:%Y-%m-%d %H:%M %Z} ({report.schedule.timezone})  =  {instant:%Y-%m-%d %H:%M} UTC")
+    return lines
 
-    for stored in apply_definitions(container, definitions):
-        if not echo:
-            continue
-        report = stored.definition
-        click.echo(f"{report.id}: {report.name}" + ("" if report.enabled else " (disabled)"))
-        if report.schedule is None or stored.next_fire_at is None:
-            click.echo("  no schedule (manual or event-triggered)")
-            continue
-        zone = ZoneInfo(report.schedule.timezone)
-        first = [stored.next_fire_at, *next_fire_times(report.schedule, stored.next_fire_at, 2)]
-        for instant in first:
-            local = instant.astimezone(zone)
-            click.echo(f"  {local:%Y-%m-%d %H:%M %Z} ({report.schedule.timezone})  =  {instant:%Y-%m-%d %H:%M} UTC")
+
+def _clock(ctx: click.Context) -> Clock:
+    clock: Clock = ctx.obj.get("clock") or SystemClock()
+    return clock
+
+
+def _container(ctx: click.Context, settings: Settings, base_dir: Path | None = None) -> Container:
+    """The composition root, or the one a test put in ``obj["build"]`` (time is a port)."""
+    build: Callable[[Settings], Container] | None = ctx.obj.get("build")
+    if build is not None:
+        return build(settings)
+    return build_container(settings, clock=ctx.obj.get("clock"), base_dir=base_dir)
+
+
+def _upsert(container: Container, reports: list[ReportDefinition]) -> None:
+    """`serve --reports`: save what the file says (no pruning: other files' reports stay)."""
+    from herald.services.definitions import upsert
+
+    upsert(container.store, reports, container.clock.now())
 
 
 @click.group()
@@ -75,29 +91,100 @@ def _apply(container: Container, definitions: list[ReportDefinition], echo: bool
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None) -> None:
     """Herald: report scheduling and delivery."""
-    ctx.obj = {"data_dir": data_dir}
+    # Tests may pass obj={"clock": ..., "sleep": ..., "build": ...}: the CLI's time and
+    # composition root are ports like any other.
+    ctx.ensure_object(dict)
+    ctx.obj["data_dir"] = data_dir
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--check", is_flag=True, help="Validate only; change nothing.")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--check", is_flag=True, help="Validate and print the plan; change nothing.")
+@click.option("--offline", is_flag=True, help="With --check: validate only, do not read the store (CI).")
+@click.option(
+    "--actor",
+    envvar="HERALD_APPLY_ACTOR",
+    default=None,
+    help="Who applies, for the change history (default user@host; env HERALD_APPLY_ACTOR).",
+)
 @click.pass_context
-def apply(ctx: click.Context, file: Path, check: bool) -> None:
-    """Validate and upsert report definitions from a YAML FILE (all or nothing)."""
-    definitions = load_definitions(file)
-    if check:
-        click.echo(f"{file}: {len(definitions)} report(s) valid")
+def apply(ctx: click.Context, path: Path, check: bool, offline: bool, actor: str | None) -> None:
+    """Make the store match the definitions in PATH (a YAML file or a folder of them).
+
+    Everything is validated first (all or nothing). The plan is printed: reports added,
+    changed, disabled (in the store but no longer in PATH: disabled, never deleted) and
+    unchanged, each with its next three fire times. Only the store is needed: on gcp,
+    HERALD_GCP_PROJECT (and the Firestore emulator host, if any)."""
+    from herald.services import definitions
+    from herald.store_factory import StoreConfigError, build_store, store_exists
+
+    reports = load_definitions(path)
+    if check and offline:
+        click.echo(f"{path}: {len(reports)} report(s) valid (offline: not compared with the store)")
         return
-    container = build_container(_settings(data_dir=ctx.obj["data_dir"]), base_dir=file.parent.resolve())
-    _apply(container, definitions)
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    now = _clock(ctx).now()
+    try:
+        store = build_store(settings) if not check or store_exists(settings) else None
+        current = store.list_reports() if store is not None else []
+    except StoreConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INVALID)
+    except Exception as exc:  # the store's own client errors (network, permissions): one line
+        raise click.ClickException(f"cannot read the store ({settings.backend}): {exc}") from None
+    planned = definitions.plan(current, reports, now)
+    for change in planned.changes:
+        click.echo(definitions.describe(change))
+        if change.action != "disable":
+            for line in _fire_times(change.definition, change.next_fire_at):
+                click.echo(f"    {line}")
+    click.echo(f"plan: {planned.summary()}")
+    if check:
+        click.echo(f"{path}: {len(reports)} report(s) valid; nothing applied (--check)")
+        return
+    assert store is not None
+    who = actor or f"{getpass.getuser()}@{socket.gethostname()}"
+    try:
+        definitions.apply(store, planned, now, who, origin=str(path))
+    except Exception as exc:
+        raise click.ClickException(f"applying to the store ({settings.backend}) failed: {exc}") from None
+    click.echo(f"applied by {who}: {planned.summary()}")
+
+
+@main.command()
+@click.argument("report_id")
+@click.pass_context
+def history(ctx: click.Context, report_id: str) -> None:
+    """The recorded definition changes of REPORT_ID (JSON lines, oldest first)."""
+    from herald.services import definitions
+    from herald.store_factory import StoreConfigError, build_store
+
+    try:
+        store = build_store(_settings(data_dir=ctx.obj["data_dir"]))
+    except StoreConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INVALID)
+    for entry in definitions.history(store, report_id):
+        click.echo(json.dumps(entry, default=str, sort_keys=True))
 
 
 @main.command()
 @click.argument("report_id")
 @click.option("--param", "params", multiple=True, help="k=v run parameter (repeatable).")
-@click.option("--wait/--no-wait", default=False, help="Process the run here instead of leaving it to `serve`.")
+@click.option(
+    "--wait/--no-wait",
+    default=False,
+    help="Wait until the run is final, retries included (embedded: its tasks run here); exit 1 unless succeeded.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="--wait: give up after this many seconds (exit 1).",
+)
 @click.pass_context
-def run(ctx: click.Context, report_id: str, params: tuple[str, ...], wait: bool) -> None:
+def run(ctx: click.Context, report_id: str, params: tuple[str, ...], wait: bool, timeout: float) -> None:
     """Start a manual run of REPORT_ID."""
     from herald.services.runs import UnknownReport, start_manual_run
 
@@ -107,28 +194,71 @@ def run(ctx: click.Context, report_id: str, params: tuple[str, ...], wait: bool)
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not k=v", param_hint="--param")
         parsed[key] = value
-    container = build_container(_settings(data_dir=ctx.obj["data_dir"]))
+    container = _container(ctx, _settings(data_dir=ctx.obj["data_dir"]))
     try:
         started, _ = start_manual_run(container, report_id, parsed)
     except UnknownReport:
         click.echo(f"unknown report {report_id!r} (see `herald status`)", err=True)
         sys.exit(EXIT_INVALID)
     click.echo(f"run {started.id} queued for {report_id} ({started.period})")
-    if wait:
-        from herald.web.app import create_app
-        from herald.web.dispatch import in_process_dispatcher
+    if not wait:
+        return
+    sleep: Callable[[float], None] = ctx.obj.get("sleep") or time.sleep
+    final = wait_for_run(container, started.id, timedelta(seconds=timeout), sleep, click.echo)
+    status = final.status if final else "unknown"
+    if final is None or final.status not in FINAL:
+        click.echo(f"run {started.id}: still {status} after {timeout:g}s; gave up waiting", err=True)
+        sys.exit(EXIT_NOT_SUCCEEDED)
+    counts = container.store.delivery_counts(started.id)
+    detail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    click.echo(f"run {started.id}: {status}" + (f" ({detail})" if detail and status != RunStatus.SUCCEEDED else ""))
+    if final.status != RunStatus.SUCCEEDED:
+        sys.exit(EXIT_NOT_SUCCEEDED)
 
-        queue: Any = container.queue
-        queue.drain(in_process_dispatcher(create_app(container)))
-        final = container.store.get_run(started.id)
-        click.echo(f"run {started.id}: {final.status if final else 'unknown'}")
+
+def wait_for_run(
+    container: Container,
+    run_id: str,
+    timeout: timedelta,
+    sleep: Callable[[float], None],
+    echo: Callable[[str], None],
+) -> Run | None:
+    """Until the run is final or ``timeout`` passes, by ``container.clock``.
+
+    Embedded: due tasks are dispatched here (a running `serve` may take some too: tasks
+    are leased) and the wait is until the next task's ETA, so a retry 2, 8 or 32 minutes
+    out is waited for. gcp: Cloud Tasks does the work; the run is looked at every minute.
+    Each wait prints one progress line. ``sleep`` is ``time.sleep`` (tests move a fake clock)."""
+    from herald.adapters.embedded.sqlite_queue import SQLiteQueue
+    from herald.web.app import create_app
+    from herald.web.dispatch import in_process_dispatcher
+
+    clock, store = container.clock, container.store
+    queue = container.queue if isinstance(container.queue, SQLiteQueue) else None
+    dispatch = in_process_dispatcher(create_app(container)) if queue is not None else None
+    deadline = clock.now() + timeout
+    while True:
+        if queue is not None and dispatch is not None:
+            queue.drain(dispatch)
+        current = store.get_run(run_id)
+        now = clock.now()
+        if current is None or current.status in FINAL or now >= deadline:
+            return current
+        next_task = queue.seconds_until_next() if queue is not None else None
+        delay = min(WAIT_STEP_SECONDS if next_task is None else max(next_task, 0.5), WAIT_STEP_SECONDS)
+        delay = min(delay, (deadline - now).total_seconds())
+        counts = store.delivery_counts(run_id)
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        upcoming = f"next task in {next_task:.0f}s" if next_task is not None else "no task due here"
+        echo(f"  … {current.status}" + (f" ({detail})" if detail else "") + f"; {upcoming}")
+        sleep(delay)
 
 
 @main.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Reports, their next fire time and last run."""
-    container = build_container(_settings(data_dir=ctx.obj["data_dir"]))
+    container = _container(ctx, _settings(data_dir=ctx.obj["data_dir"]))
     for stored in container.store.list_reports():
         last = container.store.list_runs(report_id=stored.definition.id, limit=1).items
         click.echo(
@@ -163,7 +293,7 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     configure_logging(settings.log_level)
     base_dir = reports_file.parent.resolve() if reports_file else None
     container = build_container(settings, base_dir=base_dir)
-    _apply(container, definitions, echo=False)
+    _upsert(container, definitions)
     app = create_app(container)
     dispatch = in_process_dispatcher(app)
     assert isinstance(container.queue, SQLiteQueue)

@@ -12,6 +12,7 @@ from herald.domain.reports import ReportDefinition
 from herald.domain.schedules import next_fire_time, slots_between
 from herald.domain.states import RunStatus
 from herald.ports.store import StoredReport
+from herald.services.definitions import upsert
 from herald.services.runs import new_run, submit_run
 
 log = logging.getLogger(__name__)
@@ -26,28 +27,11 @@ class TickResult:
     reports: int = 0
 
 
-def initial_fire_time(report: ReportDefinition, now: datetime) -> datetime | None:
-    if report.schedule is None or not report.enabled:
-        return None
-    return next_fire_time(report.schedule, now)
-
-
 def apply_definitions(c: Container, definitions: list[ReportDefinition]) -> list[StoredReport]:
-    """Upsert definitions; a schedule keeps its next fire time unless the schedule changed."""
-    now = c.clock.now()
-    saved = []
-    for report in definitions:
-        current = c.store.get_report(report.id)
-        unchanged = (
-            current is not None
-            and current.definition.schedule == report.schedule
-            and current.definition.enabled == report.enabled
-            and current.next_fire_at is not None
-        )
-        next_fire = current.next_fire_at if unchanged and current else initial_fire_time(report, now)
-        c.store.save_report(report, next_fire)
-        saved.append(StoredReport(report, next_fire))
-    return saved
+    """Upsert definitions; a schedule keeps its next fire time unless the schedule changed.
+
+    The plan / prune / history path of `herald apply` is services/definitions.py."""
+    return upsert(c.store, definitions, c.clock.now())
 
 
 def tick(c: Container, now: datetime | None = None) -> TickResult:

@@ -8,20 +8,28 @@ PIP := $(VENV)/bin/pip
 TOOLS := .tools
 TEST_DEPS :=
 
-.PHONY: venv run test lint typecheck bench clean
+.PHONY: venv runtime run test lint typecheck bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+# The runtime alone (requirements.txt): what `make run` needs and all it installs.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
+# The runtime plus the test and lint tools (requirements-dev.txt).
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) install -q -r requirements-dev.txt
+	touch $@
+
+runtime: $(VENV)/.runtime
 venv: $(VENV)/.installed
 
 -include mk/*.mk
 
-run: venv ## start Herald on the embedded backend with the example reports
+run: runtime ## start Herald on the embedded backend with the example reports (installs the runtime only)
+	@echo "herald is in $(VENV)/bin: 'source $(VENV)/bin/activate' puts it on PATH"
 	$(VENV)/bin/herald serve --reports examples/reports.yaml
 
 test: venv $(TEST_DEPS) ## install what the tests need and run the whole suite

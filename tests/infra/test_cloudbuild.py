@@ -124,3 +124,46 @@ def test_watchdog_job_runs_a_command_the_image_has(module: HclDir) -> None:
     from herald.cli import main
 
     assert "watchdog" in main.commands  # the job runs `herald watchdog`
+
+
+# Report definitions as code (issue 13) ------------------------------------------------
+def _script(step: dict[str, Any]) -> str:
+    return "\n".join(str(a) for a in step.get("args", []))
+
+
+def test_checks_validate_the_definitions_folder_without_the_store(build: dict[str, Any]) -> None:
+    folder = build["substitutions"]["_REPORTS_DIR"]
+    assert (ROOT / folder).is_dir(), f"{folder}/ (the definitions folder) is missing"
+    checks = {s["id"]: s for s in build["steps"]}["checks"]
+    assert '.venv/bin/herald apply --check --offline "${_REPORTS_DIR}"' in _script(checks)
+
+
+def test_definitions_are_applied_by_the_new_image_after_every_deploy(build: dict[str, Any], module: HclDir) -> None:
+    steps = build["steps"]
+    ids = [s["id"] for s in steps]
+    apply = steps[ids.index("apply-definitions")]
+    deploys = [s["id"] for s in steps if s.get("args", [])[:1] == ["run"]]
+    assert set(apply["waitFor"]) == set(deploys) and ids.index("apply-definitions") > max(map(ids.index, deploys))
+    assert apply["name"] == build["images"][0]  # the code that just went live parses its own definitions
+    assert 'herald apply "${_REPORTS_DIR}"' in _script(apply) and "--check" not in _script(apply)
+    env = dict(item.split("=", 1) for item in apply["env"])
+    assert env["HERALD_BACKEND"] == "gcp" and env["HERALD_GCP_PROJECT"] == "$PROJECT_ID"
+    assert "$BUILD_ID" in env["HERALD_APPLY_ACTOR"]  # the change history names the build
+    # Only the store is needed: none of the settings the services need is given to it.
+    assert not {"HERALD_SECRET_KEY", "HERALD_TASKS_WORKER_URL", "HERALD_GCS_BUCKET"} & set(env)
+    # The step runs as the deployer, which may write Firestore.
+    deployer_roles = first(module.resources("google_project_iam_member")["deployer"]["for_each"])
+    assert "roles/datastore.user" in deployer_roles
+
+
+def test_the_definitions_in_the_folder_validate(tmp_path: Any) -> None:
+    """What the checks step runs, here: a broken definition fails `make test` too."""
+    from click.testing import CliRunner
+
+    from herald.cli import main
+
+    folder = ROOT / yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())["substitutions"]["_REPORTS_DIR"]
+    if not list(folder.glob("*.y*ml")):
+        return  # no definitions yet: the step says so and applies nothing
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "apply", "--check", "--offline", str(folder)])
+    assert result.exit_code == 0, result.output

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import uuid
 from dataclasses import replace
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from herald.adapters.embedded.sqlite_store import SQLiteStore
+from herald.adapters.gcp.firestore_store import FirestoreStore
 from herald.bootstrap import build_container
 from herald.cli import main
 from herald.domain.errors import DeliveryError
@@ -243,3 +245,25 @@ def test_wait_gives_up_at_the_timeout_with_exit_1(tmp_path):
     result = cli("run", "board-pack", "--wait", "--timeout", "300")
     assert result.exit_code == 1 and "gave up waiting" in result.output
     assert sum(slept) == pytest.approx(300)
+
+
+@pytest.mark.emulator
+def test_apply_on_gcp_needs_only_the_firestore_it_writes(tmp_path, monkeypatch, firestore_emulator):
+    project = f"herald-apply-{uuid.uuid4().hex[:8]}"
+    for name in ("HERALD_SECRET_KEY", "HERALD_TASKS_WORKER_URL", "HERALD_GCS_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HERALD_BACKEND", "gcp")
+    monkeypatch.setenv("HERALD_GCP_PROJECT", project)
+    monkeypatch.setenv("HERALD_FIRESTORE_EMULATOR_HOST", firestore_emulator.host)
+    try:
+        result = invoke(tmp_path, "apply", "examples/reports.yaml", "--actor", "cloudbuild")
+        assert result.exit_code == 0, result.output
+        assert "3 added" in result.output and "Traceback" not in result.output
+        client = firestore_emulator.client(project)
+        store = FirestoreStore(client)
+        board = store.get_report("board-pack")
+        assert board is not None and board.definition.source.data is not None  # the CSV travelled with it
+        again = invoke(tmp_path, "apply", "--check", "examples/reports.yaml")
+        assert "plan: 0 added, 0 changed, 0 disabled, 3 unchanged" in again.output, again.output
+    finally:
+        firestore_emulator.reset(project)

@@ -95,9 +95,10 @@ resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
 }
 
 # Deployer: roll revisions (run.developer has no setIamPolicy), act as the runtimes it
-# deploys, push images, write build logs.
+# deploys, push images, write build logs, and apply the report definitions to Firestore
+# (cloudbuild.yaml step apply-definitions; Firestore IAM exists only at project level).
 resource "google_project_iam_member" "deployer" {
-  for_each = toset(["roles/run.developer", "roles/logging.logWriter"])
+  for_each = toset(["roles/run.developer", "roles/logging.logWriter", "roles/datastore.user"])
 
   project = var.project_id
   role    = each.value

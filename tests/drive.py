@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from herald.bootstrap import Container
-from herald.services import delivery, runs
-from herald.services.tasks import EXECUTE_RUN, FINISH_RUN, SEND_DELIVERY
+from herald.services import delivery, notifications, runs
+from herald.services.tasks import EXECUTE_RUN, FINISH_RUN, SEND_DELIVERY, SEND_NOTIFICATION
 from tests.fakes import RecordingQueue
 
 
-def drain(c: Container, max_rounds: int = 100) -> int:
-    """Process every task due now (and what those tasks enqueue that is due now)."""
+def drain(c: Container, max_rounds: int = 100, path: str | None = None) -> int:
+    """Process every task due now (and what those tasks enqueue that is due now); ``path``
+    limits it to one task route (e.g. notifications only: no worker runs the runs)."""
     queue = c.queue
     assert isinstance(queue, RecordingQueue)
     done = 0
     for _ in range(max_rounds):
-        due = queue.take_due(c.clock.now())
+        due = queue.take_due(c.clock.now(), path)
         if not due:
             return done
         for task in due:
@@ -24,6 +25,8 @@ def drain(c: Container, max_rounds: int = 100) -> int:
                 runs.finish_run(c, task.payload["run_id"])
             elif task.path == SEND_DELIVERY:
                 delivery.send_delivery(c, task.payload["delivery_id"])
+            elif task.path == SEND_NOTIFICATION:
+                notifications.send_notification(c, task.payload["alert_id"], task.payload["channel"])
             else:
                 raise AssertionError(f"unexpected task {task.path}")
             done += 1

@@ -86,9 +86,15 @@ class StaticSource:
 
 
 class RecordingHeartbeat:
+    """Acknowledges every ping unless ``script`` holds errors to raise first (in order)."""
+
     def __init__(self) -> None:
         self.pings: list[tuple[str, HeartbeatState, str]] = []
+        self.messages: list[str] = []
+        self.script: list[DeliveryError] = []
 
-    def ping(self, url: str, state: HeartbeatState, run_id: str) -> bool:
+    def ping(self, url: str, state: HeartbeatState, run_id: str, message: str = "") -> None:
+        if self.script:
+            raise self.script.pop(0)
         self.pings.append((url, state, run_id))
-        return True
+        self.messages.append(message)

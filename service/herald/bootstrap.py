@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from herald.adapters.embedded.log_publisher import LogPublisher
 from herald.domain.retry import RetryPolicy
@@ -43,6 +44,11 @@ class Container:
     # Is the tick itself alive? gcp: the Cloud Scheduler tick job's state (for the watchdog);
     # None on the embedded backend, whose ticker is in-process.
     tick_health: Callable[[], TickHealth] | None = None
+    # One transaction around a state change and the tasks it implies. Embedded: the store
+    # and the queue share one SQLite database, so both commit or neither does. gcp:
+    # Firestore and Cloud Tasks cannot share one; the tick's reconciler re-enqueues work
+    # that made no progress within its lease (services/reconcile.py).
+    atomic: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     @property
     def lease(self) -> timedelta:
@@ -92,23 +98,25 @@ def _chat(settings: Settings) -> Chat:
 
 def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | None = None) -> Container:
     from herald.adapters.embedded.local_blobs import LocalBlobStore
+    from herald.adapters.embedded.sqlite_db import SQLiteFile
     from herald.adapters.embedded.sqlite_queue import SQLiteQueue
     from herald.adapters.embedded.sqlite_store import SQLiteStore
     from herald.adapters.heartbeat import HttpHeartbeat
     from herald.adapters.sources import SourceRouter
 
     secret = data_secret(settings)
-    db = settings.data_dir / "herald.db"
+    db = SQLiteFile(settings.data_dir / "herald.db")  # store and queue: one database, one transaction
     return Container(
         settings=settings,
         clock=clock,
         store=SQLiteStore(db),
-        queue=SQLiteQueue(settings.data_dir / "queue.db", clock),
+        queue=SQLiteQueue(db, clock),
+        atomic=db.write,
         blobs=LocalBlobStore(settings.data_dir / "blobs", secret, settings.public_url, clock),
         mailer=_mailer(settings, clock),
         chat=_chat(settings),
         source=SourceRouter(base_dir=base_dir or Path.cwd(), timeout_seconds=settings.http_timeout_seconds),
-        heartbeat=HttpHeartbeat(timeout_seconds=settings.http_timeout_seconds),
+        heartbeat=HttpHeartbeat(timeout_seconds=settings.heartbeat_timeout_seconds),
         secret=secret,
         retry=RetryPolicy(delays=settings.retry_delays, max_retries=settings.max_retries),
     )

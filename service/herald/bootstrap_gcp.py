@@ -113,7 +113,7 @@ def build_gcp_container(settings: Settings, clock: Clock, base_dir: Path | None 
         mailer=_mailer(settings, clock),
         chat=_chat(settings),
         source=SourceRouter(base_dir=base_dir or Path.cwd(), timeout_seconds=settings.http_timeout_seconds),
-        heartbeat=HttpHeartbeat(timeout_seconds=settings.http_timeout_seconds),
+        heartbeat=HttpHeartbeat(timeout_seconds=settings.heartbeat_timeout_seconds),
         secret=settings.secret_key.encode(),
         retry=RetryPolicy(delays=settings.retry_delays, max_retries=settings.max_retries),
         events=PubSubPublisher.from_settings(settings),

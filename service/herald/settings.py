@@ -107,19 +107,30 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("retry_delays", mode="before")
+    @field_validator("retry_delays", "alert_retry_delays", "heartbeat_retry_delays", mode="before")
     @classmethod
     def _split_delays(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(float(part) for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("retry_delays")
+    @field_validator("retry_delays", "alert_retry_delays", "heartbeat_retry_delays")
     @classmethod
     def _delays_cover_retries(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value or any(delay < 0 for delay in value):
-            raise ValueError("retry_delays must be a non-empty list of non-negative seconds")
+            raise ValueError("must be a non-empty list of non-negative seconds")
         return value
+
+    # Notifications and run steps (issue 10): Herald's own side effects are durable work.
+    # Owner alerts and ops messages retry at these delays (seconds, comma-separated): over an
+    # hour in all by default, then the other configured channel, then "undelivered" in the admin.
+    alert_retry_delays: Annotated[tuple[float, ...], NoDecode] = (60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 1800.0)
+    # Heartbeat pings retry quickly and give up within a monitor's usual one-minute grace.
+    heartbeat_retry_delays: Annotated[tuple[float, ...], NoDecode] = (5.0, 15.0, 30.0)
+    heartbeat_timeout_seconds: float = 5.0  # timeout of one heartbeat ping (its own, not the http source's)
+    render_lease_seconds: float = 900.0  # a claimed render is another worker's after this (above any source timeout)
+    reconcile_after_seconds: float = 300.0  # gcp safety net: work with no progress this long is queued again
+    reconcile_max_recoveries: int = 3  # a run re-queued this often without progress fails (owner alerted)
 
     # GCP backend (HERALD_BACKEND=gcp). Emulator hosts are set only by tests and local runs.
     gcp_project: str = ""  # project id of every GCP resource below
@@ -174,6 +185,40 @@ class Settings(BaseSettings):
     def _pool_positive(cls, value: int) -> int:
         if not 1 <= value <= 256:
             raise ValueError("tasks_fanout_pool must be between 1 and 256")
+        return value
+
+    # Security (issue 11) -----------------------------------------------------------------
+    # Extra Host header values accepted besides HERALD_BASE_URL's host and the loopback
+    # names (DNS-rebinding guard); comma-separated host or host:port.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()  # extra Host values accepted; comma-separated
+    admin_idle_seconds: int = 1800  # an admin session unused this long is signed out (embedded login)
+    admin_session_max_seconds: int = 12 * 3600  # an admin session ends this long after sign-in, used or not
+    admin_login_max_attempts: int = 5  # failed admin logins per client address per window before 429
+    admin_login_window_seconds: int = 900  # the window of admin_login_max_attempts
+    source_root: Path | None = None  # file sources read only under this folder; unset = the definitions' folder
+    # http sources, heartbeats and Slack webhooks may reach private and loopback addresses
+    # (never link-local or metadata); tests and labs only.
+    allow_private_targets: bool = False  # let outbound URLs reach private/loopback addresses (never metadata)
+    max_param_chars: int = 500  # longest run parameter value accepted (API, triggers); longer is refused/cut
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator(
+        "admin_idle_seconds",
+        "admin_session_max_seconds",
+        "admin_login_max_attempts",
+        "admin_login_window_seconds",
+        "max_param_chars",
+    )
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a positive whole number")
         return value
 
     @property

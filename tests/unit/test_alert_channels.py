@@ -64,8 +64,8 @@ def test_ops_alerts(tmp_path, channels, ops_email, slack_posts, mails):
     c = factories.container(tmp_path, alert_channels=channels, ops_email=ops_email)
     now = c.clock.now()
     alert = Alert(id="a1", kind="missed_slot", target="#reporting-ops", subject="late", body="x", created_at=now)
-    c.store.add_alert(alert)
-    assert alerts.send_ops_alert(c, alert)
+    assert alerts.ops_alert(c, alert)
+    drain(c)
     assert len(c.chat.posted.get("#reporting-ops", [])) == slack_posts
     assert len(c.mailer.sent.get("ops@example.com", [])) == mails
     assert c.store.get_alert("a1").sent

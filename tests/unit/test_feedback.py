@@ -114,7 +114,9 @@ WAIT = 900
 
 @pytest.fixture
 def c(tmp_path):
-    container = factories.container(tmp_path, sendgrid_api_key="SG.test", reconcile_wait_seconds=WAIT)
+    container = factories.container(
+        tmp_path, sendgrid_api_key="SG.test", sendgrid_webhook_public_key="events-on", reconcile_wait_seconds=WAIT
+    )
     apply_definitions(container, [factories.report(recipients={"email": ["a@example.com"]})])
     return container
 
@@ -129,7 +131,7 @@ def timed_out(c):
 
 def test_a_timeout_marks_unknown_and_an_event_confirms_it_without_a_resend(c):
     run, d = timed_out(c)
-    assert d.status == DeliveryStatus.UNKNOWN and d.next_attempt_at == c.clock.now() + timedelta(seconds=WAIT)
+    assert d.status == DeliveryStatus.RECONCILING and d.next_attempt_at == c.clock.now() + timedelta(seconds=WAIT)
     assert [e["result"] for e in d.attempt_log] == ["unknown"]
     assert c.store.get_run(run.id).status == RunStatus.DELIVERING  # not finished while unknown
 
@@ -150,7 +152,7 @@ def test_no_event_within_the_wait_resends_once_and_marks_it(c):
     run, d = timed_out(c)
     c.clock.advance(seconds=WAIT - 1)
     drain(c)
-    assert c.store.get_delivery(d.id).status == DeliveryStatus.UNKNOWN  # not yet
+    assert c.store.get_delivery(d.id).status == DeliveryStatus.RECONCILING  # not yet
     c.clock.advance(seconds=1)
     drain(c)
     resent = c.store.get_delivery(d.id)
@@ -173,7 +175,7 @@ def test_a_crash_after_the_claim_is_reconciled_not_resent(c):
 
     assert sending.send_delivery(c, d.id).status == "reconciling"
     waiting = c.store.get_delivery(d.id)
-    assert waiting.status == DeliveryStatus.UNKNOWN and waiting.attempts == 1
+    assert waiting.status == DeliveryStatus.RECONCILING and waiting.attempts == 1
     assert c.mailer.attempts["a@example.com"] == []  # nothing was sent blindly
     c.clock.advance(seconds=WAIT)
     drain(c)

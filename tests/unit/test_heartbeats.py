@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from herald.adapters.heartbeat import HttpHeartbeat
+from herald.domain.ids import heartbeat_id
 from herald.domain.states import RunStatus
 from herald.ports.clock import FakeClock
 from herald.services.scheduling import apply_definitions, tick
@@ -48,6 +49,12 @@ def test_a_monitor_that_is_down_has_no_effect_on_the_run(tmp_path):
     clock.set(SLOT)
     run_id = tick(c).started[0]
     drain(c)
+    for delay in c.settings.heartbeat_retry_delays:  # the pings retry on their own short schedule
+        clock.advance(seconds=delay)
+        drain(c)
     run = c.store.get_run(run_id)
-    assert run.status == RunStatus.SUCCEEDED and run.heartbeat_sent
-    assert sorted(c.mailer.sent) == ["a@example.com", "b@example.com"]
+    assert run.status == RunStatus.SUCCEEDED and sorted(c.mailer.sent) == ["a@example.com", "b@example.com"]
+    assert not run.heartbeat_sent  # it means "the monitor acknowledged", and it did not
+    final = c.store.get_alert(heartbeat_id("success", run_id))
+    attempts = 1 + len(c.settings.heartbeat_retry_delays)
+    assert final.channels["heartbeat"].status == "failed" and final.channels["heartbeat"].attempts == attempts

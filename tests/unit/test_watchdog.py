@@ -16,6 +16,7 @@ from herald.domain.states import RunStatus
 from herald.ports.clock import FakeClock
 from herald.services import runs
 from herald.services.scheduling import apply_definitions, tick
+from herald.services.tasks import SEND_NOTIFICATION
 from herald.services.watchdog import record_tick, run_watchdog
 from herald.web.app import create_app
 from herald.web.auth import INTERNAL_HEADER, internal_token
@@ -44,9 +45,16 @@ def posts(c):
     return c.chat.posted.get(OPS, [])
 
 
+def watch(c, **kwargs):
+    """One watchdog pass, then its notifications' tasks (what the queue would do now)."""
+    result = run_watchdog(c, **kwargs)
+    drain(c, path=SEND_NOTIFICATION)
+    return result
+
+
 def at(c, clock, instant):
     clock.set(instant)
-    return run_watchdog(c)
+    return watch(c)
 
 
 def test_a_slot_with_no_run_alerts_at_grace_plus_epsilon_and_not_before(c, clock):
@@ -63,14 +71,14 @@ def test_a_slot_with_no_run_alerts_at_grace_plus_epsilon_and_not_before(c, clock
 
 def test_repeated_passes_post_one_alert_per_missed_slot(c, clock):
     clock.set(SLOT + timedelta(days=2, minutes=30))  # the tick has been dead for two days
-    assert len(run_watchdog(c).new) == 3  # 2, 3 and 4 November
+    assert len(watch(c).new) == 3  # 2, 3 and 4 November
     for _ in range(12):
         clock.advance(minutes=5)
-        assert run_watchdog(c).new == []
+        assert watch(c).new == []
     assert len(posts(c)) == 3
     # The tick comes back: the three slots are recorded missed, and still no new alert.
     assert len(tick(c).missed) == 3
-    assert run_watchdog(c).new == [] and len(posts(c)) == 3
+    assert watch(c).new == [] and len(posts(c)) == 3
 
 
 def test_a_late_run_alerts_with_its_state_then_a_recovery_note_when_it_completes(c, clock):
@@ -89,7 +97,7 @@ def test_a_late_run_alerts_with_its_state_then_a_recovery_note_when_it_completes
     runs.finish_run(c, run_id)  # a redelivered finish task: no second note
     for _ in range(3):
         clock.advance(minutes=5)
-        run_watchdog(c)
+        watch(c)
     assert len(posts(c)) == 2
 
 
@@ -124,39 +132,39 @@ def test_a_dead_cloud_scheduler_tick_is_one_alert_per_incident(c, clock):
     clock.set(SLOT - timedelta(hours=3))  # nothing due: only the tick's own health speaks
     silent = TickHealth(last_attempt_at=clock.now() - timedelta(minutes=10), last_status_ok=True, state="ENABLED")
     for _ in range(5):
-        run_watchdog(c, tick_health=lambda: silent)
+        watch(c, tick_health=lambda: silent)
         clock.advance(minutes=5)
     (message,) = posts(c)
     assert "has not run since" in message.text
     failing = []
     for _ in range(5):  # attempts continue and fail: the last attempt moves, the incident does not
         failing.append(TickHealth(clock.now() - timedelta(seconds=30), False, "ENABLED", last_status_message="503"))
-        run_watchdog(c, tick_health=lambda: failing[-1])
+        watch(c, tick_health=lambda: failing[-1])
         clock.advance(minutes=5)
     assert len(posts(c)) == 2 and "failing (503)" in posts(c)[1].text
     healthy = TickHealth(clock.now() - timedelta(seconds=30), True, "ENABLED")
-    assert run_watchdog(c, tick_health=lambda: healthy).found == []
+    assert watch(c, tick_health=lambda: healthy).found == []
 
 
 def test_the_container_tick_health_is_used_and_an_unreadable_one_is_not_an_alarm(c, clock):
     clock.set(SLOT - timedelta(hours=3))
     c.tick_health = lambda: TickHealth(None, None, "PAUSED")
-    assert len(run_watchdog(c).new) == 1
+    assert len(watch(c).new) == 1
 
     def broken():
         raise RuntimeError("Scheduler API unavailable")
 
     c.tick_health = broken
-    assert run_watchdog(c).found == []
+    assert watch(c).found == []
 
 
 def test_the_embedded_tickers_last_tick_file(c, clock):
     clock.set(SLOT - timedelta(hours=3))
     record_tick(c.settings, clock.now())
     clock.advance(minutes=2)
-    assert run_watchdog(c).found == []
+    assert watch(c).found == []
     clock.advance(minutes=2)  # 4 minutes of silence > 3 ticks
-    assert len(run_watchdog(c).new) == 1
+    assert len(watch(c).new) == 1
     (message,) = posts(c)
     assert "has not run since" in message.text
 
@@ -179,23 +187,30 @@ def test_many_late_slots_post_as_one_summary_not_a_flood(tmp_path, clock):
     result = at(c, clock, SLOT + GRACE + EPS)
     assert len(result.new) == 15 and result.posted == 11
     assert posts(c)[-1].text.startswith("*…and 5 more watchdog alerts")
-    assert all(a.sent for a in c.store.list_alerts(limit=100))
+    recorded = c.store.list_alerts(limit=100)
+    assert len(recorded) == 16 and sum(a.sent for a in recorded) == 11  # the 5 others are told in the summary
     clock.advance(minutes=5)
-    assert run_watchdog(c).posted == 0 and len(posts(c)) == 11
+    assert watch(c).posted == 0 and len(posts(c)) == 11
 
 
-def test_an_alert_that_could_not_be_posted_is_retried_on_the_next_pass(c, clock):
+def test_an_alert_that_could_not_be_posted_is_retried_on_its_own_schedule(c, clock):
     c.chat.script[OPS] = [DeliveryError("rate limited", permanent=False)]
-    assert at(c, clock, SLOT + GRACE + EPS).posted == 0
+    assert at(c, clock, SLOT + GRACE + EPS).posted == 1  # queued as a notification
     assert posts(c) == [] and not c.store.list_alerts()[0].sent
-    assert at(c, clock, SLOT + GRACE + timedelta(minutes=5)).posted == 1
-    assert len(posts(c)) == 1
+    first_retry = timedelta(seconds=c.settings.alert_retry_delays[0])
+    clock.set(clock.now() + first_retry - EPS)
+    drain(c, path=SEND_NOTIFICATION)
+    assert posts(c) == []  # not before its retry is due
+    clock.set(clock.now() + 2 * EPS)
+    drain(c, path=SEND_NOTIFICATION)
+    assert len(posts(c)) == 1 and c.store.list_alerts()[0].sent
+    assert at(c, clock, SLOT + GRACE + timedelta(minutes=5)).posted == 0 and len(posts(c)) == 1
 
 
 def test_the_watchdog_pings_its_own_heartbeat_every_pass(tmp_path, clock):
     c = factories.container(tmp_path, clock, watchdog_heartbeat_url="https://hc.example/ping/watchdog")
     for _ in range(3):
-        run_watchdog(c)
+        watch(c)
         clock.advance(minutes=5)
     pings = [(url, state) for url, state, _ in c.heartbeat.pings]
     assert pings == [("https://hc.example/ping/watchdog", "success")] * 3
@@ -207,7 +222,7 @@ def test_a_pass_never_scans_every_schedule(c, clock):
 
     c.store.list_reports = everything
     clock.set(SLOT + GRACE + EPS)
-    assert len(run_watchdog(c).new) == 1
+    assert len(watch(c).new) == 1
 
 
 # DST days --------------------------------------------------------------------------------------
@@ -237,7 +252,7 @@ def test_new_york_fall_back_day_has_one_slot_and_one_alert(tmp_path):
     at(c, clock, slot + GRACE + EPS)
     while clock.now() < slot + timedelta(hours=3):  # past the second 01:30 (06:30 UTC) + grace
         clock.advance(minutes=5)
-        run_watchdog(c)
+        watch(c)
     (message,) = posts(c)
     assert "2026-11-01 01:30 EDT (America/New_York)" in message.text
 

@@ -1,4 +1,5 @@
-"""Heartbeats to Healthchecks.io or Cronitor. A monitor being down never affects a run.
+"""Heartbeats to Healthchecks.io or Cronitor. A monitor being down never affects a run:
+each ping is a notification (services/notifications.py) retried on its own short schedule.
 
 Style, from the report's ``heartbeat_url``:
 
@@ -24,11 +25,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
+from herald import __version__
+from herald.domain.errors import DeliveryError
 from herald.ports.heartbeat import HeartbeatState
 
 log = logging.getLogger(__name__)
 
 Style = Literal["healthchecks", "cronitor"]
+USER_AGENT = f"Herald/{__version__} (+heartbeat)"
+MAX_MESSAGE = 1000  # characters of the outcome line; Healthchecks keeps up to 10,000 bytes by default
 _RID_NAMESPACE = uuid.UUID("6f1c1b0e-6b5e-4c43-9d55-3c1f0e2a7b41")  # Herald's own; never change it
 _HC_SUFFIX: dict[HeartbeatState, str] = {"start": "/start", "success": "", "fail": "/fail"}
 _CRONITOR_STATE: dict[HeartbeatState, str] = {"start": "run", "success": "complete", "fail": "fail"}
@@ -73,30 +78,41 @@ def _where(url: str) -> str:
 
 
 class HttpHeartbeat:
-    """The Heartbeat port over HTTP GET. Returns False on any failure; never raises."""
+    """The Heartbeat port over HTTP: Healthchecks gets a POST whose body is the run's outcome
+    line (its ping log shows why), Cronitor a GET with ``message``. Failures raise
+    DeliveryError: timeouts, refused connections, 429 and 5xx are transient (the
+    notification retries within the monitor's grace), other 4xx permanent."""
 
     def __init__(self, timeout_seconds: float, session: requests.Session | None = None) -> None:
         self._timeout = timeout_seconds
-        self._session = session
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
 
-    def ping(self, url: str, state: HeartbeatState, run_id: str) -> bool:
+    def ping(self, url: str, state: HeartbeatState, run_id: str, message: str = "") -> None:
         context = {"run_id": run_id, "heartbeat_state": state, "monitor": _where(url)}
         try:
             target = ping_url(url, state, run_id)
-            if self._session is not None:
+        except ValueError as exc:
+            raise DeliveryError(f"heartbeat URL is malformed: {exc}", permanent=True) from None
+        text = message[:MAX_MESSAGE]
+        try:
+            if url_style(url) == "cronitor":
+                if text:
+                    target += ("&" if "?" in target else "?") + urlencode({"message": text})
                 response = self._session.get(target, timeout=self._timeout)
             else:
-                response = requests.get(target, timeout=self._timeout)
+                response = self._session.post(target, data=text.encode(), timeout=self._timeout)
         except requests.Timeout:
             log.warning("heartbeat timed out", extra={**context, "timeout_seconds": self._timeout})
-            return False
-        except Exception as exc:  # the port promises never to raise: a bad URL is a failed ping too
+            raise DeliveryError(f"monitor did not answer within {self._timeout:g} s", permanent=False) from None
+        except requests.RequestException as exc:
             log.warning("heartbeat failed", extra={**context, "error": type(exc).__name__})
-            return False
-        if not 200 <= response.status_code < 300:
-            # Healthchecks answers 404 for an unknown check and 409 for an ambiguous slug;
-            # Cronitor 4xx for a bad key. None of these should fail the run.
-            log.warning("heartbeat rejected", extra={**context, "status": response.status_code})
-            return False
-        log.info("heartbeat sent", extra=context)
-        return True
+            raise DeliveryError(f"monitor unreachable ({type(exc).__name__})", permanent=False) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            log.info("heartbeat sent", extra=context)
+            return
+        # Healthchecks answers 404 for an unknown check and 409 for an ambiguous slug;
+        # Cronitor 4xx for a bad key: retrying cannot help. 429 and 5xx can.
+        log.warning("heartbeat rejected", extra={**context, "status": status})
+        raise DeliveryError(f"monitor answered HTTP {status}", permanent=status < 500 and status != 429)

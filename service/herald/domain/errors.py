@@ -37,3 +37,16 @@ class RenderError(Exception):
 
 class InvalidTransition(Exception):
     """A state change that the transition table forbids."""
+
+
+class StorageUnavailable(Exception):
+    """The store cannot be read or written now (disk full, read-only, corrupt, unreachable).
+
+    The message names the file or service and the likely cause. A request that meets it
+    answers 503 + Retry-After; at start-up Herald exits 2 with the message, no traceback.
+    """
+
+    def __init__(self, message: str, *, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after

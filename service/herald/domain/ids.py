@@ -38,3 +38,13 @@ def task_name(kind: str, subject_id: str, attempt: int = 0) -> str:
 
 def alert_id(*parts: str) -> str:
     return "a" + _digest(*parts)
+
+
+def heartbeat_id(state: str, subject_id: str) -> str:
+    """A ping's id; the "h" prefix keeps pings in their own collection (``heartbeats``)."""
+    return "h" + _digest("heartbeat", state, subject_id)
+
+
+def notification_collection(notification_id: str) -> str:
+    """Where a notification record lives: pings apart from the alerts people read."""
+    return "heartbeats" if notification_id.startswith("h") else "alerts"

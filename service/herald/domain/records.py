@@ -40,7 +40,11 @@ class Run(Record):
     note: str = ""  # e.g. "data as of …" when a dependency timed out
     error: str = ""
     recipients_total: int = 0
-    heartbeat_sent: bool = False
+    heartbeat_sent: bool = False  # the monitor acknowledged the run's final ping
+    # A run step (execute, finish) is claimed like a send: one worker at a time.
+    lease_until: AwareDatetime | None = None
+    step_attempts: int = 0  # render attempts that met an unexpected error (retried, then failed)
+    recoveries: int = 0  # times the reconciler re-queued this run after it made no progress
 
 
 class Delivery(Record):
@@ -70,16 +74,46 @@ class Delivery(Record):
         return [*self.attempt_log, entry][-MAX_ATTEMPT_LOG:]
 
 
+NotifyChannel = Literal["email", "slack", "heartbeat"]
+
+
+class ChannelSend(BaseModel):
+    """One channel of one notification: claimed, sent once, retried on its own schedule."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    target: str  # e-mail address or Slack channel; heartbeats: "" (the URL is a credential, read at send time)
+    status: Literal["pending", "sending", "sent", "failed"] = "pending"
+    attempts: int = 0
+    lease_until: AwareDatetime | None = None
+    next_attempt_at: AwareDatetime | None = None
+    sent_at: AwareDatetime | None = None
+    last_error: str = ""
+
+
 class Alert(Record):
+    """A notification Herald itself sends: an owner alert, an ops message, a heartbeat ping.
+
+    Its id derives from what it is about, so it is created once; each channel in
+    ``channels`` is durable work with its own task (services/notifications.py)."""
+
     id: str
-    kind: str  # e.g. delivery_failures, render_failed, missed_slot
-    target: str  # owner e-mail or ops channel
+    kind: str  # e.g. delivery_failures, run_failed, late_run, heartbeat
+    target: str  # owner e-mail or ops channel (what it is addressed to; channels say how)
     report_id: str | None = None
     run_id: str | None = None
     subject: str
     body: str
     created_at: AwareDatetime
-    sent: bool = False
+    sent: bool = False  # some channel took it
+    channels: dict[str, ChannelSend] = Field(default_factory=dict)  # by channel: email, slack, heartbeat
+    fallbacks: dict[str, str] = Field(default_factory=dict)  # channel -> target, used once every channel gave up
+    undelivered: bool = False  # every channel, fallbacks included, gave up: shown in the admin
+    params: dict[str, str] = Field(default_factory=dict)  # heartbeat: state, url_from (report | watchdog)
+
+    @property
+    def is_heartbeat(self) -> bool:
+        return "heartbeat" in self.channels
 
 
 def now_fields(now: datetime) -> dict[str, datetime]:

@@ -39,7 +39,9 @@ class DeliveryStatus(StrEnum):
     QUEUED = "queued"  # waiting for its first attempt
     SENDING = "sending"  # claimed by a worker (lease)
     RETRYING = "retrying"  # transient failure, next attempt scheduled
-    UNKNOWN = "unknown"  # the request may have reached the provider: reconcile first
+    RECONCILING = "reconciling"  # the request may have reached the provider: wait for its events
+    UNKNOWN = "unknown"  # may or may not have reached the recipient and nothing can tell: never re-sent
+    # automatically; the owner alert lists it and resend-to-failed offers it
     SENT = "sent"  # accepted by the provider (message id recorded)
     DELIVERED = "delivered"  # provider confirmed delivery
     BOUNCED = "bounced"
@@ -56,11 +58,14 @@ DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
             DeliveryStatus.SENT,
             DeliveryStatus.RETRYING,
             DeliveryStatus.FAILED,
+            DeliveryStatus.RECONCILING,
             DeliveryStatus.UNKNOWN,
         }
     ),
     DeliveryStatus.RETRYING: frozenset({DeliveryStatus.SENDING, DeliveryStatus.FAILED}),
-    DeliveryStatus.UNKNOWN: frozenset({DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.FAILED}),
+    DeliveryStatus.RECONCILING: frozenset({DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.FAILED}),
+    # A late provider event may still confirm it; resend-to-failed re-queues it.
+    DeliveryStatus.UNKNOWN: frozenset({DeliveryStatus.SENT, DeliveryStatus.QUEUED}),
     DeliveryStatus.SENT: frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.BOUNCED, DeliveryStatus.DROPPED}),
     # A late bounce can follow a delivered event (asynchronous bounce).
     DeliveryStatus.DELIVERED: frozenset({DeliveryStatus.BOUNCED}),
@@ -72,10 +77,13 @@ DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
 
 # Statuses in which a delivery still has work to do; a run completes when none is left.
 DELIVERY_OPEN = frozenset(
-    {DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRYING, DeliveryStatus.UNKNOWN}
+    {DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRYING, DeliveryStatus.RECONCILING}
 )
 DELIVERY_CLAIMABLE = frozenset({DeliveryStatus.QUEUED, DeliveryStatus.RETRYING, DeliveryStatus.SENDING})
 DELIVERY_FAILED = frozenset({DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.DROPPED})
+# Not known to have arrived: what the owner alert lists and resend-to-failed offers.
+DELIVERY_NOT_DELIVERED = DELIVERY_FAILED | {DeliveryStatus.UNKNOWN}
+RUN_OPEN = frozenset({RunStatus.PENDING, RunStatus.WAITING, RunStatus.RENDERING, RunStatus.DELIVERING})
 
 
 def check_run(current: RunStatus, target: RunStatus) -> None:

@@ -1,4 +1,4 @@
-"""Heartbeats to a job monitor (Healthchecks.io / Cronitor). Never raise."""
+"""Heartbeats to a job monitor (Healthchecks.io / Cronitor)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ HeartbeatState = Literal["start", "success", "fail"]
 
 
 class Heartbeat(Protocol):
-    def ping(self, url: str, state: HeartbeatState, run_id: str) -> bool:
-        """True when the monitor acknowledged; a failure is logged, never raised."""
+    def ping(self, url: str, state: HeartbeatState, run_id: str, message: str = "") -> None:
+        """Tell the monitor; ``message`` is the run's outcome line (a Healthchecks POST body,
+        Cronitor's ``message``). Raises DeliveryError (transient or permanent) when the
+        monitor did not acknowledge: the notification that carries it retries."""
         ...

@@ -34,6 +34,8 @@ class Suppression:
 # What a delivery change returns: the fields to set, or None to leave the delivery as it is.
 # It may run more than once (a Firestore transaction is retried), so it must have no side effect.
 DeliveryChange = Callable[[Delivery], dict[str, Any] | None]
+RunChange = Callable[[Run], dict[str, Any] | None]
+AlertChange = Callable[[Alert], dict[str, Any] | None]
 # Folds a delivery's new provider events (in the order given) into the fields to set.
 EventsFold = Callable[[Delivery, list[Any]], dict[str, Any] | None]
 
@@ -78,6 +80,10 @@ class Store(Protocol):
         ...
 
     def update_run(self, run_id: str, **fields: Any) -> Run | None: ...
+    def mutate_run(self, run_id: str, change: RunChange) -> Run | None:
+        """Atomic read-change-write of a run (claims of its steps); like ``mutate_delivery``."""
+        ...
+
     def list_runs(
         self,
         report_id: str | None = None,
@@ -150,6 +156,10 @@ class Store(Protocol):
     def add_alert(self, alert: Alert) -> bool: ...
     def get_alert(self, alert_id: str) -> Alert | None: ...
     def mark_alert_sent(self, alert_id: str) -> None: ...
+    def mutate_alert(self, alert_id: str, change: AlertChange) -> Alert | None:
+        """Atomic read-change-write of an alert: a channel's claim, its outcome, its release."""
+        ...
+
     def list_alerts(self, limit: int = 50, report_id: str | None = None) -> list[Alert]:
         """Alerts, newest first."""
         ...

@@ -1,101 +1,116 @@
-"""Alerts to report owners: stored first (the record is the proof), then sent once."""
+"""Alerts to report owners and the ops channel, and heartbeat pings: built here, then
+stored and sent once as durable notifications (services/notifications.py)."""
 
 from __future__ import annotations
 
-import logging
-
 from herald.bootstrap import Container
-from herald.domain.errors import DeliveryError
-from herald.domain.ids import alert_id
-from herald.domain.records import Alert
-from herald.ports.messages import ChatMessage, EmailMessage
-
-log = logging.getLogger(__name__)
+from herald.domain.ids import alert_id, heartbeat_id
+from herald.domain.records import Alert, ChannelSend, Run
+from herald.ports.heartbeat import HeartbeatState
+from herald.services.notifications import HEARTBEAT, notify
 
 
-def alert_owner(
-    c: Container, *, kind: str, owner: str, report_id: str, run_id: str | None, subject: str, body: str
+def owner_channels(c: Container, owner: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(channels, fallbacks) of an owner alert: settings.alert_channels picks e-mail to the
+    owner and/or Slack to settings.owner_slack_channel; Slack chosen but no channel set means
+    e-mail, so an alert is never dropped by configuration. The unused one is the fallback."""
+    configured: dict[str, str] = {"email": owner, "slack": c.settings.owner_slack_channel}
+    return _split(c, configured, primary_default="email")
+
+
+def ops_channels(c: Container, ops_channel: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(channels, fallbacks) of an ops message: Slack to the ops channel and/or e-mail to
+    settings.ops_email, by settings.alert_channels; Slack when neither applies."""
+    configured: dict[str, str] = {"slack": ops_channel, "email": c.settings.ops_email}
+    return _split(c, configured, primary_default="slack")
+
+
+def _split(c: Container, configured: dict[str, str], primary_default: str) -> tuple[dict[str, str], dict[str, str]]:
+    available = {ch: target for ch, target in configured.items() if target}
+    chosen: dict[str, str] = {ch: t for ch, t in available.items() if ch in c.settings.alert_channels}
+    if not chosen:
+        chosen = {primary_default: configured[primary_default]}
+    return chosen, {ch: t for ch, t in available.items() if ch not in chosen}
+
+
+def build(
+    c: Container,
+    *,
+    the_id: str,
+    kind: str,
+    target: str,
+    channels: tuple[dict[str, str], dict[str, str]],
+    report_id: str | None,
+    run_id: str | None,
+    subject: str,
+    body: str,
 ) -> Alert:
-    """Idempotent per (kind, run): a redelivered task never alerts twice."""
-    alert = Alert(
-        id=alert_id(kind, report_id, run_id or ""),
+    primary, fallbacks = channels
+    return Alert(
+        id=the_id,
         kind=kind,
-        target=owner,
+        target=target,
         report_id=report_id,
         run_id=run_id,
         subject=subject,
         body=body,
         created_at=c.clock.now(),
+        channels={ch: ChannelSend(target=t) for ch, t in primary.items()},
+        fallbacks=fallbacks,
     )
-    if not c.store.add_alert(alert):
-        existing = c.store.get_alert(alert.id)
-        if existing is not None and existing.sent:
-            return existing
-    send_alert(c, alert)
-    return alert
 
 
-def send_alert(c: Container, alert: Alert) -> None:
-    """An owner alert goes to every channel in settings.alert_channels: e-mail to the owner,
-    Slack to settings.owner_slack_channel. It counts as sent once one channel took it (the
-    owner knows); a channel that failed is logged. Slack chosen but no channel set: e-mail,
-    so an alert is never dropped by configuration."""
-    channels = c.settings.alert_channels
-    slack = c.settings.owner_slack_channel if "slack" in channels else ""
-    delivered = False
-    if "email" in channels or not slack:
-        delivered |= _email(c, alert, alert.target)
-    if slack:
-        delivered |= _slack(c, alert, slack)
-    if delivered:
-        c.store.mark_alert_sent(alert.id)
-        log.warning("owner alerted", extra={"alert_id": alert.id, "report_id": alert.report_id, "kind": alert.kind})
-
-
-def send_ops_alert(c: Container, alert: Alert) -> bool:
-    """An ops alert (``alert.target`` is the ops Slack channel): Slack when alert_channels has
-    slack, e-mail to settings.ops_email when it has email and an address is set; Slack when
-    neither applies. True (and marked sent) once one channel took it."""
-    channels = c.settings.alert_channels
-    email = c.settings.ops_email if "email" in channels else ""
-    delivered = False
-    if "slack" in channels or not email:
-        delivered |= _slack(c, alert, alert.target)
-    if email:
-        delivered |= _email(c, alert, email)
-    if delivered:
-        c.store.mark_alert_sent(alert.id)
-    return delivered
-
-
-def _email(c: Container, alert: Alert, to: str) -> bool:
-    message = EmailMessage(
-        to=to,
-        subject=f"[Herald] {alert.subject}",
-        text=alert.body,
-        html="<pre>" + _escape(alert.body) + "</pre>",
-        custom_args={"alert_id": alert.id},
-        categories=("herald-alert",),
-        idempotency_key=alert.id,
+def alert_owner(
+    c: Container, *, kind: str, owner: str, report_id: str, run_id: str | None, subject: str, body: str
+) -> bool:
+    """Idempotent per (kind, report, run): a redelivered task never alerts twice. True if new."""
+    alert = build(
+        c,
+        the_id=alert_id(kind, report_id, run_id or ""),
+        kind=kind,
+        target=owner,
+        channels=owner_channels(c, owner),
+        report_id=report_id,
+        run_id=run_id,
+        subject=subject,
+        body=body,
     )
-    try:
-        c.mailer.send(message)
-    except DeliveryError as exc:
-        # The stored alert stays unsent and visible in the admin pages; never crash the run.
-        log.error("alert e-mail not sent", extra={"alert_id": alert.id, "error": exc.message})
-        return False
-    return True
+    return notify(c, alert)
 
 
-def _slack(c: Container, alert: Alert, target: str) -> bool:
-    message = ChatMessage(target=target, text=f"*{alert.subject}*\n{alert.body}", idempotency_key=f"{alert.id}-slack")
-    try:
-        c.chat.post(message)
-    except DeliveryError as exc:
-        log.error("alert Slack post failed", extra={"alert_id": alert.id, "error": exc.message})
-        return False
-    return True
+def ops_alert(c: Container, alert: Alert) -> bool:
+    """An ops message (``alert.target`` is the ops Slack channel), routed by settings."""
+    primary, fallbacks = ops_channels(c, alert.target)
+    routed = alert.model_copy(
+        update={"channels": {ch: ChannelSend(target=t) for ch, t in primary.items()}, "fallbacks": fallbacks}
+    )
+    return notify(c, routed)
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def heartbeat(
+    c: Container,
+    *,
+    state: HeartbeatState,
+    run: Run | None,
+    report_id: str | None,
+    message: str,
+    rid: str = "",
+    url_from: str = "report",
+) -> bool:
+    """One ping as a notification, once per (run, state). The URL is read when it is sent."""
+    subject_id = run.id if run else rid
+    return notify(
+        c,
+        Alert(
+            id=heartbeat_id(state, subject_id),
+            kind="heartbeat",
+            target=url_from,
+            report_id=report_id,
+            run_id=run.id if run else None,
+            subject=f"{state} ping",
+            body=message,
+            created_at=c.clock.now(),
+            channels={HEARTBEAT: ChannelSend(target="")},
+            params={"state": state, "url_from": url_from, "rid": rid},
+        ),
+    )

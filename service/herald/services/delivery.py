@@ -35,10 +35,14 @@ def send_delivery(c: Container, delivery_id: str) -> SendOutcome:
     delivery = c.store.claim_delivery(delivery_id, now, now + c.lease)
     if delivery is None:
         return _not_claimed(c, delivery_id)
-    if _reconcilable(c, delivery) and _lost_attempt(delivery):
+    if _lost_attempt(delivery):
         # A worker claimed it before and recorded no outcome (it crashed, or its lease ran out
-        # mid-send): that request may have reached SendGrid. Reconcile first (decision 5).
-        return _await_reconcile(c, delivery, "the previous attempt left no outcome", delivery.attempts - 1)
+        # mid-send): that request may have reached the provider. Reconcile first (decision 5);
+        # where nothing can confirm it, never guess.
+        if _reconcilable(c, delivery):
+            return _await_reconcile(c, delivery, "the previous attempt left no outcome", delivery.attempts - 1)
+        if _resend_is_a_duplicate_risk(c, delivery):
+            return _give_up_unknown(c, delivery, "the previous attempt left no outcome")
     return _send_claimed(c, delivery)
 
 
@@ -64,19 +68,27 @@ def _send_claimed(c: Container, delivery: Delivery) -> SendOutcome:
             result = c.chat.post(messages.chat_message(report, run, delivery, link_for(c, delivery), file))
     except DeliveryError as exc:
         return _failed_attempt(c, delivery, exc)
+    except Exception as exc:  # not a provider's verdict (a bug, a bad header): transient, within the retry limit
+        log.exception(
+            "send raised an unexpected error",
+            extra={"delivery_id": delivery.id, "run_id": delivery.run_id, "attempt": delivery.attempts},
+        )
+        return _failed_attempt(c, delivery, DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False))
     now = c.clock.now()
-    sent = c.store.transition_delivery(
-        delivery.id,
-        [DeliveryStatus.SENDING],
-        DeliveryStatus.SENT,
-        provider_message_id=result.message_id,
-        delivered_at=now,
-        updated_at=now,
-        last_error="",
-        error_kind="",
-        lease_until=None,
-        attempt_log=delivery.log_attempt(now, "sent"),
-    )
+    with c.atomic():
+        sent = c.store.transition_delivery(
+            delivery.id,
+            [DeliveryStatus.SENDING],
+            DeliveryStatus.SENT,
+            provider_message_id=result.message_id,
+            delivered_at=now,
+            updated_at=now,
+            last_error="",
+            error_kind="",
+            lease_until=None,
+            attempt_log=delivery.log_attempt(now, "sent"),
+        )
+        _maybe_finish(c, delivery.run_id)
     log.info(
         "delivery sent",
         extra={
@@ -90,7 +102,6 @@ def _send_claimed(c: Container, delivery: Delivery) -> SendOutcome:
         log.warning("lease lost during send", extra={"delivery_id": delivery.id})
     elif sent.events:  # provider events beat our own write (a fast webhook): let them move it on
         feedback.settle(c, sent.id)
-    _maybe_finish(c, delivery.run_id)
     return SendOutcome("sent")
 
 
@@ -104,7 +115,7 @@ def _not_claimed(c: Container, delivery_id: str) -> SendOutcome:
         return SendOutcome("leased", retry_after=(current.lease_until - now).total_seconds() + 1)
     if current.status in DELIVERY_OPEN and current.next_attempt_at and current.next_attempt_at > now:
         return SendOutcome("not-due", retry_after=(current.next_attempt_at - now).total_seconds())
-    if current.status == DeliveryStatus.UNKNOWN:  # the reconcile wait is over and no event confirmed it
+    if current.status == DeliveryStatus.RECONCILING:  # the reconcile wait is over and no event confirmed it
         return _reconcile_timeout(c, current)
     if current.status == DeliveryStatus.SUPPRESSED or current.status not in DELIVERY_OPEN:
         _maybe_finish(c, current.run_id)
@@ -113,8 +124,11 @@ def _not_claimed(c: Container, delivery_id: str) -> SendOutcome:
 
 def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> SendOutcome:
     attempt = delivery.attempts
-    if exc.unknown and not exc.permanent and _reconcilable(c, delivery):
-        return _await_reconcile(c, delivery, exc.message, attempt)
+    if exc.unknown and not exc.permanent:
+        if _reconcilable(c, delivery):
+            return _await_reconcile(c, delivery, exc.message, attempt)
+        if _resend_is_a_duplicate_risk(c, delivery):
+            return _give_up_unknown(c, delivery, exc.message)
     delay = None if exc.permanent else c.retry.delay_after(attempt, exc.retry_after)
     kind = "permanent" if exc.permanent else "transient"
     log.warning(
@@ -132,19 +146,20 @@ def _failed_attempt(c: Container, delivery: Delivery, exc: DeliveryError) -> Sen
         _fail(c, delivery, reason, permanent=exc.permanent, log_result=kind)
         return SendOutcome("failed")
     now = c.clock.now()
-    retrying = c.store.transition_delivery(
-        delivery.id,
-        [DeliveryStatus.SENDING],
-        DeliveryStatus.RETRYING,
-        next_attempt_at=now + delay,
-        last_error=exc.message,
-        error_kind=kind,
-        lease_until=None,
-        updated_at=now,
-        attempt_log=delivery.log_attempt(now, kind, exc.message),
-    )
-    if retrying is not None:
-        c.queue.enqueue(send_task(delivery.id, attempt, eta=now + delay))
+    with c.atomic():
+        retrying = c.store.transition_delivery(
+            delivery.id,
+            [DeliveryStatus.SENDING],
+            DeliveryStatus.RETRYING,
+            next_attempt_at=now + delay,
+            last_error=exc.message,
+            error_kind=kind,
+            lease_until=None,
+            updated_at=now,
+            attempt_log=delivery.log_attempt(now, kind, exc.message),
+        )
+        if retrying is not None:
+            c.queue.enqueue(send_task(delivery.id, attempt, eta=now + delay))
     return SendOutcome("retrying")
 
 
@@ -158,33 +173,73 @@ def _fail(
     from_status: DeliveryStatus = DeliveryStatus.SENDING,
 ) -> None:
     now = c.clock.now()
-    failed = c.store.transition_delivery(
-        delivery.id,
-        [from_status],
-        DeliveryStatus.FAILED,
-        last_error=reason,
-        error_kind="permanent" if permanent else "transient",
-        lease_until=None,
-        updated_at=now,
-        attempt_log=delivery.log_attempt(now, log_result, reason),
-    )
+    with c.atomic():
+        failed = c.store.transition_delivery(
+            delivery.id,
+            [from_status],
+            DeliveryStatus.FAILED,
+            last_error=reason,
+            error_kind="permanent" if permanent else "transient",
+            lease_until=None,
+            updated_at=now,
+            attempt_log=delivery.log_attempt(now, log_result, reason),
+        )
+        _maybe_finish(c, delivery.run_id)
     if failed is not None:
         events.delivery_failed(c, failed, reason, permanent=permanent)
-    _maybe_finish(c, delivery.run_id)
 
 
 def _maybe_finish(c: Container, run_id: str) -> None:
     # Every delivery writes its final state before looking, so the last one always sees none open.
-    if not c.store.has_open_deliveries(run_id):
-        c.queue.enqueue(finish_run_task(run_id))
+    # Called inside the unit of work of that final write: the run's finish is never left unqueued.
+    with c.atomic():
+        if not c.store.has_open_deliveries(run_id):
+            c.queue.enqueue(finish_run_task(run_id))
 
 
 # Unknown outcomes (decision 5) ---------------------------------------------------------
 def _reconcilable(c: Container, delivery: Delivery) -> bool:
     """SendGrid's Event Webhook can tell whether an e-mail got through (its ``processed``
-    event carries our delivery id). Outbox files are keyed by delivery id and Slack has no
-    such feed, so those keep resending on the normal retry schedule."""
-    return delivery.channel == "email" and bool(c.settings.sendgrid_api_key)
+    event carries our delivery id) — but only when Herald receives those events, i.e. the
+    webhook's verification key is configured."""
+    return (
+        delivery.channel == "email"
+        and bool(c.settings.sendgrid_api_key)
+        and bool(c.settings.sendgrid_webhook_public_key)
+    )
+
+
+def _resend_is_a_duplicate_risk(c: Container, delivery: Delivery) -> bool:
+    """Would a resend after an unknown outcome possibly reach the recipient twice? Yes for
+    SendGrid without events and for Slack (no feed tells). The outbox writes one file per
+    delivery id, so a resend there overwrites itself and is safe."""
+    if delivery.channel == "slack":
+        return bool(c.settings.slack_bot_token or c.settings.slack_live)
+    return bool(c.settings.sendgrid_api_key)
+
+
+def _give_up_unknown(c: Container, delivery: Delivery, reason: str) -> SendOutcome:
+    """Nothing can confirm this send: never re-send it on our own. It stays ``unknown``;
+    the owner alert lists it and resend-to-failed offers it."""
+    now = c.clock.now()
+    with c.atomic():
+        given_up = c.store.transition_delivery(
+            delivery.id,
+            [DeliveryStatus.SENDING],
+            DeliveryStatus.UNKNOWN,
+            lease_until=None,
+            next_attempt_at=None,
+            last_error=f"outcome unknown, not re-sent: {reason}",
+            error_kind="transient",
+            updated_at=now,
+            attempt_log=delivery.log_attempt(now, "unknown", reason),
+        )
+        _maybe_finish(c, delivery.run_id)
+    log.warning(
+        "delivery outcome unknown and unconfirmable: not re-sent",
+        extra={"delivery_id": delivery.id, "run_id": delivery.run_id, "error": reason},
+    )
+    return SendOutcome("unknown-outcome") if given_up is not None else SendOutcome("done")
 
 
 def _lost_attempt(delivery: Delivery) -> bool:
@@ -200,23 +255,24 @@ def _await_reconcile(c: Container, delivery: Delivery, reason: str, attempts: in
     SendGrid event for it meanwhile moves it to sent (services/feedback.py)."""
     now = c.clock.now()
     due = now + timedelta(seconds=c.settings.reconcile_wait_seconds)
-    waiting = c.store.transition_delivery(
-        delivery.id,
-        [DeliveryStatus.SENDING],
-        DeliveryStatus.UNKNOWN,
-        attempts=attempts,  # a claim that sent nothing is not an attempt
-        next_attempt_at=due,
-        lease_until=None,
-        last_error=f"outcome unknown: {reason}",
-        error_kind="transient",
-        updated_at=now,
-        attempt_log=delivery.log_attempt(now, "unknown", reason),
-    )
+    with c.atomic():
+        waiting = c.store.transition_delivery(
+            delivery.id,
+            [DeliveryStatus.SENDING],
+            DeliveryStatus.RECONCILING,
+            attempts=attempts,  # a claim that sent nothing is not an attempt
+            next_attempt_at=due,
+            lease_until=None,
+            last_error=f"outcome unknown: {reason}",
+            error_kind="transient",
+            updated_at=now,
+            attempt_log=delivery.log_attempt(now, "unknown", reason),
+        )
+        if waiting is not None:
+            c.queue.enqueue(send_task(delivery.id, RECONCILE_ATTEMPT_BASE + attempts, eta=due))
     log.warning("delivery outcome unknown", extra={"delivery_id": delivery.id, "attempt": attempts, "error": reason})
-    if waiting is not None:
-        c.queue.enqueue(send_task(delivery.id, RECONCILE_ATTEMPT_BASE + attempts, eta=due))
-        if waiting.events:  # the provider's events may have come in while we waited for the answer
-            feedback.settle(c, delivery.id)
+    if waiting is not None and waiting.events:  # the provider's events may have come in meanwhile
+        feedback.settle(c, delivery.id)
     return SendOutcome("reconciling")
 
 
@@ -225,11 +281,11 @@ def _reconcile_timeout(c: Container, current: Delivery) -> SendOutcome:
     now = c.clock.now()
     if c.retry.delay_after(max(1, current.attempts)) is None:
         reason = f"outcome unknown after {current.attempts} attempts and no provider event confirmed it"
-        _fail(c, current, reason, permanent=False, log_result="unknown", from_status=DeliveryStatus.UNKNOWN)
+        _fail(c, current, reason, permanent=False, log_result="unknown", from_status=DeliveryStatus.RECONCILING)
         return SendOutcome("failed")
 
     def take(d: Delivery) -> dict[str, object] | None:
-        if d.status != DeliveryStatus.UNKNOWN or (d.next_attempt_at and d.next_attempt_at > now):
+        if d.status != DeliveryStatus.RECONCILING or (d.next_attempt_at and d.next_attempt_at > now):
             return None  # an event confirmed it meanwhile, or another worker took it
         return {
             "status": DeliveryStatus.SENDING,

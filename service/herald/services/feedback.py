@@ -49,7 +49,11 @@ KNOWN = frozenset(
 # Mail Privacy Protection fetching it), a click, a spam report or an unsubscribe.
 _REACHED = ("delivered_at", "opened_at", "machine_opened_at", "clicked_at", "spamreport_at", "unsubscribed_at")
 # Statuses provider events may move; before (in flight) and after (final) they only add facts.
-_MOVABLE = frozenset({DeliveryStatus.UNKNOWN, DeliveryStatus.SENT, DeliveryStatus.DELIVERED})
+_MOVABLE = frozenset(
+    {DeliveryStatus.RECONCILING, DeliveryStatus.UNKNOWN, DeliveryStatus.SENT, DeliveryStatus.DELIVERED}
+)
+# An unconfirmed send: waiting for its events (reconciling) or given up on (unknown).
+_UNCONFIRMED = frozenset({DeliveryStatus.RECONCILING, DeliveryStatus.UNKNOWN})
 # SendGrid drops mail to addresses on its own suppression lists; mirror those so later runs
 # record the recipient as suppressed instead of sending into a drop.
 _DROP_REASONS = {
@@ -141,7 +145,7 @@ def settle(c: Container, delivery_id: str) -> Delivery | None:
         if d.status not in _MOVABLE or not d.events:
             return None
         ev = dict(d.events)
-        fields = _status_fields(d, ev, d.provider_message_id, now)
+        fields = _status_fields(d, ev, d.provider_message_id or ev.get("message_id"), now)
         if fields.get("status", d.status) == d.status:
             return None
         before[d.id] = d.status
@@ -204,6 +208,8 @@ def fold_events(d: Delivery, events: list[dict[str, Any]], now: datetime) -> dic
         ev["last_event_at"] = max(at, str(ev.get("last_event_at", "")), key=_sort_key)
     if any(ev.get(key) for key in _REACHED) and not ev.get("delivered_at"):
         _first(ev, "delivered_at", min((ev[k] for k in _REACHED if ev.get(k)), key=_sort_key))
+    if message_id:  # kept with the facts, so a later settle of an unconfirmed send still has it
+        ev["message_id"] = message_id
     history.sort(key=lambda entry: str(entry["at"]))  # whole-second UTC ISO text sorts as time
     ev["history"] = history[-HISTORY_CAP:]
     fields: dict[str, Any] = {"events": ev, "updated_at": now}
@@ -222,7 +228,7 @@ def _status_fields(d: Delivery, ev: dict[str, Any], message_id: str | None, now:
         target = DeliveryStatus.DROPPED
     elif ev.get("delivered_at"):
         target = DeliveryStatus.DELIVERED
-    if status == DeliveryStatus.UNKNOWN:
+    if status in _UNCONFIRMED:
         if not any(ev.get(k) for k in ("processed_at", "bounced_at", "dropped_at", "delivered_at")):
             return fields  # e.g. only a deferral: still waiting for the outcome
         # Decision 5: the provider has the message, so the unknown send happened; never resend it.
@@ -334,9 +340,11 @@ def _suppressions(c: Container, events: list[tuple[Delivery, dict[str, Any]]], r
 def _finish_reconciled(
     c: Container, written: dict[str, tuple[Delivery, list[str]]], before: dict[str, DeliveryStatus]
 ) -> None:
-    """A delivery that left ``unknown`` may have been its run's last open one."""
+    """A delivery that left ``reconciling`` may have been its run's last open one."""
     runs = {
-        d.run_id for d, _ in written.values() if before.get(d.id) == DeliveryStatus.UNKNOWN and d.status != before[d.id]
+        d.run_id
+        for d, _ in written.values()
+        if before.get(d.id) == DeliveryStatus.RECONCILING and d.status != before[d.id]
     }
     for run_id in runs:
         if not c.store.has_open_deliveries(run_id):

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from herald.bootstrap import Container
 from herald.domain.records import MAX_ATTEMPT_LOG, Delivery
 from herald.domain.states import RUN_FINAL, DeliveryStatus, RunStatus
-from herald.ports.store import pages
+from herald.ports.store import Page, pages
 from herald.services.tasks import send_task
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,21 @@ class ResendResult:
         }
 
 
+# Failed, and unknown: a send nothing could confirm is never re-sent on its own, only here.
+RESENDABLE = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
+
+
 def failed_deliveries(c: Container, run_id: str, limit: int = MAX_RESEND) -> list[Delivery]:
     found: list[Delivery] = []
-    for items in pages(
-        lambda cursor: c.store.list_deliveries(run_id=run_id, status=DeliveryStatus.FAILED, limit=PAGE, cursor=cursor)
-    ):
-        found += items
-        if len(found) >= limit:
-            break
+
+    def listing(status: DeliveryStatus) -> Callable[[str | None], Page]:
+        return lambda cursor: c.store.list_deliveries(run_id=run_id, status=status, limit=PAGE, cursor=cursor)
+
+    for status in RESENDABLE:
+        for items in pages(listing(status)):
+            found += items
+            if len(found) >= limit:
+                return found[:limit]
     return found[:limit]
 
 
@@ -107,7 +115,7 @@ def resend_failed(c: Container, run_id: str, actor: str) -> ResendResult:
         entry = {"at": now.isoformat(), "result": "resend", "by": actor[:200], "request": rid}
         queued = c.store.transition_delivery(
             d.id,
-            [DeliveryStatus.FAILED],
+            list(RESENDABLE),
             DeliveryStatus.QUEUED,
             next_attempt_at=None,
             lease_until=None,

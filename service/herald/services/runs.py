@@ -6,7 +6,9 @@ import logging
 import secrets
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from herald.bootstrap import Container
@@ -15,7 +17,8 @@ from herald.domain.errors import RenderError
 from herald.domain.periods import period_label
 from herald.domain.records import Delivery, Run, Trigger
 from herald.domain.reports import ReportDefinition, render_summary
-from herald.domain.states import DELIVERY_FAILED, DeliveryStatus, RunStatus, run_outcome
+from herald.domain.states import DELIVERY_NOT_DELIVERED, DeliveryStatus, RunStatus, run_outcome
+from herald.ports.heartbeat import HeartbeatState
 from herald.ports.sources import RenderRequest
 from herald.ports.store import pages
 from herald.services import alerts, dependencies, events, watchdog
@@ -55,15 +58,19 @@ def new_run(
 
 
 def submit_run(c: Container, run: Run) -> tuple[Run, bool]:
-    """Create the run once and queue its first step; a repeat returns the existing run."""
-    created = c.store.create_run(run)
+    """Create the run and queue its first step, as one unit of work; a repeat returns the
+    existing run, and re-queues its first step if it never started (a run written whose
+    task was not: gcp has no transaction across Firestore and Cloud Tasks)."""
+    with c.atomic():
+        created = c.store.create_run(run)
+        existing = run if created else c.store.get_run(run.id)
+        assert existing is not None
+        if created or existing.status == RunStatus.PENDING:
+            c.queue.enqueue(execute_run_task(run.id))  # a deterministic name: a repeat is a no-op
     if created:
-        c.queue.enqueue(execute_run_task(run.id))
         log.info("run created", extra={"run_id": run.id, "report_id": run.report_id, "trigger": run.trigger})
     else:
         log.info("run exists already", extra={"run_id": run.id, "report_id": run.report_id})
-    existing = c.store.get_run(run.id)
-    assert existing is not None
     return existing, created
 
 
@@ -77,21 +84,71 @@ def start_manual_run(
     return submit_run(c, new_run(stored.definition, run_id, "manual", c.clock.now(), params=params))
 
 
-# The execute task ---------------------------------------------------------------------
-def execute_run(c: Container, run_id: str) -> Run | None:
-    """Advance a run as far as it can go now. Safe to call again at any point (redelivery)."""
-    run = c.store.get_run(run_id)
+# Claims on run steps ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a run-step task answers: the run (None = no such run); ``retry_after`` = 503."""
+
+    run: Run | None
+    retry_after: float | None = None
+
+
+NOT_NOW_SECONDS = 5.0  # a step that found the run claimed looks again this soon
+
+
+@contextmanager
+def claimed_step(c: Container, run_id: str, lease: timedelta) -> Iterator[tuple[Run | None, StepOutcome | None]]:
+    """Claim the run for one step (execute or finish) with a lease, like a send claims its
+    delivery: of concurrent redeliveries one works, the others answer 503 + Retry-After
+    (claimed) or 200 (nothing left to do). The lease is released when the step ends."""
+    now = c.clock.now()
+    until = now + lease
+
+    def claim(run: Run) -> dict[str, Any] | None:
+        if run.lease_until is not None and run.lease_until > now:
+            return None
+        return {"lease_until": until}
+
+    run = c.store.mutate_run(run_id, claim)
     if run is None:
-        return None
+        current = c.store.get_run(run_id)
+        if current is None:
+            yield None, StepOutcome(None)
+        elif current.lease_until is not None and current.lease_until > now:
+            wait = min(NOT_NOW_SECONDS, (current.lease_until - now).total_seconds() + 1)
+            yield None, StepOutcome(current, retry_after=wait)
+        else:
+            yield None, StepOutcome(current)
+        return
+    try:
+        yield run, None
+    finally:
+        c.store.mutate_run(run_id, lambda r: {"lease_until": None} if r.lease_until == until else None)
+
+
+# The execute task ---------------------------------------------------------------------
+def execute_run(c: Container, run_id: str) -> StepOutcome:
+    """Advance a run as far as it can go now. Safe to call again at any point (redelivery)."""
+    lease = timedelta(seconds=c.settings.render_lease_seconds)
+    with claimed_step(c, run_id, lease) as (run, busy):
+        if busy is not None:
+            return busy
+        assert run is not None
+        return StepOutcome(_execute(c, run))
+
+
+def _execute(c: Container, run: Run) -> Run:
+    run_id = run.id
     stored = c.store.get_report(run.report_id)
     if stored is None:
-        return c.store.transition_run(
+        failed = c.store.transition_run(
             run_id,
             [RunStatus.PENDING, RunStatus.WAITING],
             RunStatus.FAILED,
             error="report definition was removed",
             finished_at=c.clock.now(),
         )
+        return failed or run
     report = stored.definition
     if run.status in (RunStatus.PENDING, RunStatus.WAITING):
         if report.depends_on:  # the dependency gate: wait, fail, skip, or go (maybe with a note)
@@ -106,7 +163,7 @@ def execute_run(c: Container, run_id: str) -> Run | None:
             updated_at=c.clock.now(),
         )
         if started is not None and report.heartbeat_url:
-            c.heartbeat.ping(report.heartbeat_url, "start", run_id)
+            alerts.heartbeat(c, state="start", run=started, report_id=report.id, message=outcome_line(report, started))
         run = started or c.store.get_run(run_id) or run
     if run.status == RunStatus.RENDERING:
         run = render(c, report, run) or run
@@ -124,17 +181,9 @@ def render(c: Container, report: ReportDefinition, run: Run) -> Run | None:
             raise RenderError("the source produced an empty report")
     except RenderError as exc:
         log.error("render failed", extra={"run_id": run.id, "report_id": report.id, "error": str(exc)})
-        failed = c.store.transition_run(
-            run.id,
-            [RunStatus.RENDERING],
-            RunStatus.FAILED,
-            error=f"render failed: {exc}",
-            finished_at=c.clock.now(),
-            updated_at=c.clock.now(),
-        )
-        if failed is not None:
-            c.queue.enqueue(finish_run_task(run.id))
-        return failed
+        return _fail_run(c, run, f"render failed: {exc}")
+    except Exception as exc:  # not the source's verdict: a bug or an outage. Transient, with a limit.
+        return _render_crashed(c, report, run, exc)
     summary = rendered.summary or render_summary(
         report.summary, name=report.name, period=run.period, rows=rendered.rows, params=run.params
     )
@@ -149,6 +198,35 @@ def render(c: Container, report: ReportDefinition, run: Run) -> Run | None:
         summary=summary,
         updated_at=c.clock.now(),
     )
+
+
+def _fail_run(c: Container, run: Run, error: str) -> Run | None:
+    """A run that cannot go on: failed, and its finish step (owner alert, ping) queued with it."""
+    now = c.clock.now()
+    with c.atomic():
+        failed = c.store.transition_run(
+            run.id, [RunStatus.RENDERING], RunStatus.FAILED, error=error, finished_at=now, updated_at=now
+        )
+        if failed is not None:
+            c.queue.enqueue(finish_run_task(run.id))
+    return failed
+
+
+def _render_crashed(c: Container, report: ReportDefinition, run: Run, exc: Exception) -> Run | None:
+    attempt = run.step_attempts + 1
+    log.exception(
+        "render raised an unexpected error",
+        extra={"run_id": run.id, "report_id": report.id, "attempt": attempt},
+    )
+    reason = f"{type(exc).__name__}: {exc}"
+    delay = c.retry.delay_after(attempt)
+    if delay is None:
+        return _fail_run(c, run, f"render failed after {attempt} attempts: {reason}")
+    now = c.clock.now()
+    with c.atomic():
+        c.store.update_run(run.id, step_attempts=attempt, error="", note=f"render attempt {attempt} failed: {reason}")
+        c.queue.enqueue(execute_run_task(run.id, eta=now + delay, round_=attempt))
+    return c.store.get_run(run.id)
 
 
 def _deliveries_for(c: Container, report: ReportDefinition, run: Run) -> list[Delivery]:
@@ -179,14 +257,16 @@ def _deliveries_for(c: Container, report: ReportDefinition, run: Run) -> list[De
 
 
 def fan_out(c: Container, report: ReportDefinition, run: Run) -> int:
-    """Create one delivery and one send task per (channel, recipient); idempotent."""
+    """Create one delivery and one send task per (channel, recipient); idempotent. Each
+    page of deliveries commits with its tasks (one transaction on the embedded backend)."""
     deliveries = _deliveries_for(c, report, run)
-    created = c.store.create_deliveries(deliveries)
-    if run.recipients_total != len(deliveries):
-        c.store.update_run(run.id, recipients_total=len(deliveries))
-    if created == len(deliveries):  # the first fan-out: every delivery is new, no need to read them back
-        queued = c.queue.enqueue_many([send_task(d.id, 0) for d in deliveries if d.status == DeliveryStatus.QUEUED])
-    else:  # a redelivered task: (re)queue whatever still waits for its first attempt
+    with c.atomic():
+        created = c.store.create_deliveries(deliveries)
+        if run.recipients_total != len(deliveries):
+            c.store.update_run(run.id, recipients_total=len(deliveries))
+        if created == len(deliveries):  # the first fan-out: every delivery is new, no need to read them back
+            queued = c.queue.enqueue_many([send_task(d.id, 0) for d in deliveries if d.status == DeliveryStatus.QUEUED])
+    if created != len(deliveries):  # a redelivered task: (re)queue whatever still waits for its first attempt
         queued = _requeue_waiting(c, run.id)
     log.info("fan-out", extra={"run_id": run.id, "deliveries": len(deliveries), "new": created, "tasks": queued})
     if not c.store.has_open_deliveries(run.id):
@@ -204,19 +284,25 @@ def _requeue_waiting(c: Container, run_id: str) -> int:
 
 
 # The finish task ----------------------------------------------------------------------
-def finish_run(c: Container, run_id: str) -> Run | None:
-    """Settle a run once no delivery is open; alert and heartbeat exactly once."""
-    run = c.store.get_run(run_id)
-    if run is None:
-        return None
+def finish_run(c: Container, run_id: str) -> StepOutcome:
+    """Settle a run once no delivery is open; alert and ping exactly once (notifications)."""
+    with claimed_step(c, run_id, c.lease) as (run, busy):
+        if busy is not None:
+            return busy
+        assert run is not None
+        return StepOutcome(_finish(c, run))
+
+
+def _finish(c: Container, run: Run) -> Run:
+    run_id = run.id
     counts: dict[str, int] = {}
     settled_here = run.status == RunStatus.FAILED and bool(run.error)  # failed before delivery (render)
     if run.status == RunStatus.DELIVERING:
         if c.store.has_open_deliveries(run_id):
             return run
         counts = c.store.delivery_counts(run_id)
-        failed = sum(n for s, n in counts.items() if s in DELIVERY_FAILED)
-        sent = sum(n for s, n in counts.items() if s not in DELIVERY_FAILED and s != DeliveryStatus.SUPPRESSED)
+        failed = sum(n for s, n in counts.items() if s in DELIVERY_NOT_DELIVERED)
+        sent = sum(n for s, n in counts.items() if s not in DELIVERY_NOT_DELIVERED and s != DeliveryStatus.SUPPRESSED)
         now = c.clock.now()
         settled = c.store.transition_run(
             run_id, [RunStatus.DELIVERING], run_outcome(sent, failed), finished_at=now, updated_at=now
@@ -229,15 +315,26 @@ def finish_run(c: Container, run_id: str) -> Run | None:
     report = stored.definition
     if settled_here:  # at-least-once (a redelivered finish task may repeat it); subscribers dedupe by event_id
         events.run_completed(c, run, counts)
-        watchdog.note_recovery(c, report, run)  # only if the watchdog had called this slot late
+    # Every side effect below is a notification with an id of its own: a repeat creates nothing.
+    watchdog.note_recovery(c, report, run)  # only if the watchdog had called this slot late
     if run.status in (RunStatus.PARTIAL, RunStatus.FAILED):
         _alert_failures(c, report, run)
-    if report.heartbeat_url and not run.heartbeat_sent:
-        # A monitor that is down never changes the run's outcome: ping() logs and returns.
-        c.heartbeat.ping(report.heartbeat_url, "success" if run.status == RunStatus.SUCCEEDED else "fail", run_id)
-        c.store.update_run(run_id, heartbeat_sent=True)
+    if report.heartbeat_url:
+        state: HeartbeatState = "success" if run.status == RunStatus.SUCCEEDED else "fail"
+        alerts.heartbeat(c, state=state, run=run, report_id=report.id, message=outcome_line(report, run, counts))
     log.info("run finished", extra={"run_id": run_id, "report_id": run.report_id, "status": str(run.status)})
     return run
+
+
+def outcome_line(report: ReportDefinition, run: Run, counts: dict[str, int] | None = None) -> str:
+    """One line a monitor's log shows: report, slot or period, status, counts, error."""
+    when = run.slot.strftime("%Y-%m-%d %H:%M UTC") if run.slot else run.period
+    parts = [f"{report.name} ({report.id}) {when}: {run.status}"]
+    if counts:
+        parts.append(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if run.error:
+        parts.append(f"error: {run.error}")
+    return "; ".join(parts)
 
 
 def _alert_failures(c: Container, report: ReportDefinition, run: Run) -> None:
@@ -257,8 +354,8 @@ def _alert_failures(c: Container, report: ReportDefinition, run: Run) -> None:
         return pages(lambda cursor: c.store.list_deliveries(run_id=run.id, status=status, limit=1000, cursor=cursor))
 
     lines = [
-        f"- {d.recipient} ({d.channel}): {d.last_error or status}"
-        for status in sorted(DELIVERY_FAILED)
+        f"- {d.recipient} ({d.channel}): {_why(d, status)}"
+        for status in sorted(DELIVERY_NOT_DELIVERED)
         for items in failed(status)
         for d in items
     ]
@@ -275,6 +372,12 @@ def _alert_failures(c: Container, report: ReportDefinition, run: Run) -> None:
         subject=f"{report.name} ({run.period}): {len(lines)} failed deliveries",
         body=body,
     )
+
+
+def _why(d: Delivery, status: DeliveryStatus) -> str:
+    if status == DeliveryStatus.UNKNOWN:  # never re-sent on its own: resend-to-failed offers it
+        return f"outcome unknown, not re-sent automatically ({d.last_error or 'no provider event can confirm it'})"
+    return d.last_error or str(status)
 
 
 def run_view(run: Run, counts: dict[str, int]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from herald.bootstrap import Container
@@ -36,6 +36,7 @@ from herald.domain.records import Alert, Run
 from herald.domain.reports import ReportDefinition, parse_duration
 from herald.domain.schedules import slots_between
 from herald.domain.states import RunStatus
+from herald.ports.heartbeat import HeartbeatState
 from herald.ports.store import pages
 from herald.services import alerts, dependencies
 from herald.settings import Settings
@@ -96,17 +97,20 @@ def _pass(c: Container, now: datetime, tick_health: Callable[[], TickState | Non
     findings = _in_flight(c, now, definition) + _missed(c, now, definition) + _unticked(c, now)
     findings += _tick(c, now, tick_health)
     result = WatchdogResult()
-    to_post = []
+    cap = max(1, c.settings.watchdog_max_alerts)
+    summarised: list[Alert] = []
     for alert in dict((a.id, a) for a in findings).values():
         result.found.append(alert.id)
-        if c.store.add_alert(alert):
+        if len(result.new) < cap:
+            # Posted as its own message: a durable notification, retried until a channel takes it.
+            if alerts.ops_alert(c, alert):
+                result.new.append(alert.id)
+                result.posted += 1
+        elif c.store.add_alert(alert):  # recorded, and told in the one summary below
             result.new.append(alert.id)
-            to_post.append(alert)
-        else:
-            existing = c.store.get_alert(alert.id)
-            if existing is not None and not existing.sent:  # its post failed on an earlier pass
-                to_post.append(existing)
-    result.posted = _post_all(c, to_post, now)
+            summarised.append(alert)
+    if summarised:
+        result.posted += _summarise(c, summarised, now)
     if result.new:
         log.warning("watchdog found new incidents", extra={"new": len(result.new), "open": len(result.found)})
     return result
@@ -313,44 +317,29 @@ def _tick(c: Container, now: datetime, provider: Callable[[], TickState | None] 
 
 
 # Posting -------------------------------------------------------------------------------------
-def _post_all(c: Container, alerts_: list[Alert], now: datetime) -> int:
-    cap = max(1, c.settings.watchdog_max_alerts)
-    posted = sum(_post(c, a) for a in alerts_[:cap])
-    rest = alerts_[cap:]
-    if rest:
-        lines = [f"- {a.subject}" for a in rest]
-        summary = _ops_alert(
-            c,
-            "watchdog_summary",
-            alert_id("watchdog", "summary", *sorted(a.id for a in rest)),
-            None,
-            None,
-            f"…and {len(rest)} more watchdog alerts",
-            "\n".join(lines[:100]) + (f"\n(and {len(lines) - 100} more)" if len(lines) > 100 else ""),
-            now,
+def _summarise(c: Container, rest: list[Alert], now: datetime) -> int:
+    """More new incidents than settings.watchdog_max_alerts in one pass: one message, never a flood."""
+    lines = [f"- {a.subject}" for a in rest]
+    summary = _ops_alert(
+        c,
+        "watchdog_summary",
+        alert_id("watchdog", "summary", *sorted(a.id for a in rest)),
+        None,
+        None,
+        f"…and {len(rest)} more watchdog alerts",
+        "\n".join(lines[:100]) + (f"\n(and {len(lines) - 100} more)" if len(lines) > 100 else ""),
+        now,
+    )
+    alerts.ops_alert(c, summary)
+    return 1
+
+
+def _ping(c: Container, state: HeartbeatState, now: datetime) -> None:
+    if c.settings.watchdog_heartbeat_url:  # the watchdog's own dead-man switch, as a durable ping
+        rid = f"watchdog-{now:%Y%m%dT%H%M%S}"
+        alerts.heartbeat(
+            c, state=state, run=None, report_id=None, message=f"watchdog pass {state}", rid=rid, url_from="watchdog"
         )
-        c.store.add_alert(summary)
-        if _post(c, summary):
-            posted += 1
-            for alert in rest:  # reported in the summary
-                c.store.mark_alert_sent(alert.id)
-    return posted
-
-
-def _post(c: Container, alert: Alert) -> bool:
-    # The ops channels (Slack, and e-mail when configured) are alerts' business; an alert
-    # that no channel took stays unsent and the next pass retries it while the incident lasts.
-    posted = alerts.send_ops_alert(c, alert)
-    if posted:
-        log.warning(
-            "watchdog alert posted", extra={"alert_id": alert.id, "kind": alert.kind, "report_id": alert.report_id}
-        )
-    return posted
-
-
-def _ping(c: Container, state: Any, now: datetime) -> None:
-    if c.settings.watchdog_heartbeat_url:  # the watchdog's own dead-man switch; never raises
-        c.heartbeat.ping(c.settings.watchdog_heartbeat_url, state, f"watchdog-{now:%Y%m%dT%H%M%S}")
 
 
 # Recovery ------------------------------------------------------------------------------------
@@ -373,5 +362,4 @@ def note_recovery(c: Container, report: ReportDefinition, run: Run) -> None:
         f"{_minutes(finished - run.slot)} after its slot {_local(report, run.slot)}.",
         c.clock.now(),
     )
-    if c.store.add_alert(recovery) or not (c.store.get_alert(recovery.id) or recovery).sent:
-        _post(c, recovery)
+    alerts.ops_alert(c, recovery)

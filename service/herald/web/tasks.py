@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from herald.bootstrap import Container
-from herald.domain.records import Run
-from herald.services import delivery, runs, scheduling, watchdog
+from herald.services import delivery, notifications, runs, scheduling, watchdog
 from herald.web.auth import container, internal
 from herald.web.errors import error
 
@@ -37,16 +36,33 @@ class DeliveryTask(BaseModel):
     delivery_id: str = _ID
 
 
+class NotificationTask(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    alert_id: str = _ID
+    channel: Literal["email", "slack", "heartbeat"]
+
+
 def _body(model: type[BaseModel]) -> Any:
     return model.model_validate(request.get_json(force=True, silent=False))
 
 
-def _run_step(step: Callable[[Container, str], Run | None]) -> Any:
+def _not_now(body: dict[str, Any], retry_after: float) -> Any:
+    response = jsonify(body)
+    response.status_code = 503
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def _run_step(step: Callable[[Container, str], runs.StepOutcome]) -> Any:
     task = _body(RunTask)
-    run = step(container(), task.run_id)
+    outcome = step(container(), task.run_id)
+    run = outcome.run
     if run is None:
         return error(404, "no such run", run_id=task.run_id)
-    return jsonify({"run_id": run.id, "status": str(run.status)})
+    body = {"run_id": run.id, "status": str(run.status)}
+    if outcome.retry_after is not None:  # another worker holds this run's step: not an error
+        return _not_now({**body, "claimed": True}, outcome.retry_after)
+    return jsonify(body)
 
 
 @bp.post("/tasks/runs/execute")
@@ -69,11 +85,22 @@ def send_delivery() -> Any:
     if outcome.status == "unknown":
         return error(404, "no such delivery", delivery_id=task.delivery_id)
     if outcome.retry_after is not None:
-        response = jsonify({"delivery_id": task.delivery_id, "status": outcome.status})
-        response.status_code = 503
-        response.headers["Retry-After"] = str(max(1, math.ceil(outcome.retry_after)))
-        return response
+        return _not_now({"delivery_id": task.delivery_id, "status": outcome.status}, outcome.retry_after)
     return jsonify({"delivery_id": task.delivery_id, "status": outcome.status})
+
+
+@bp.post("/tasks/notifications/send")
+@internal
+def send_notification() -> Any:
+    """One channel of an owner alert, ops message or heartbeat ping (services/notifications.py)."""
+    task = _body(NotificationTask)
+    outcome = notifications.send_notification(container(), task.alert_id, task.channel)
+    body = {"alert_id": task.alert_id, "channel": task.channel, "status": outcome.status}
+    if outcome.status == "unknown":
+        return error(404, "no such notification", alert_id=task.alert_id, channel=task.channel)
+    if outcome.retry_after is not None:
+        return _not_now(body, outcome.retry_after)
+    return jsonify(body)
 
 
 @bp.post("/scheduler/tick")

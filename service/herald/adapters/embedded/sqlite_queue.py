@@ -5,7 +5,10 @@ It behaves like Cloud Tasks where Herald relies on it: named tasks are created o
 only by a 2xx answer, ``503``/``429`` with ``Retry-After`` means "again later", other
 5xx and crashes are retried with capped exponential backoff (the crash safety net),
 and other 4xx drop the task as unprocessable. Tasks survive a process crash: a leased
-task whose worker died is leased again when its lease ends or the queue restarts.
+task whose worker died is leased again when its lease ends or the queue restarts. The
+lease is short (a minute): every handler claims its subject itself (a run step, a
+delivery, a notification), so a task dispatched twice does its work once, and work left
+by a failed settle (a full disk) resumes within a minute.
 """
 
 from __future__ import annotations
@@ -48,19 +51,21 @@ Dispatcher = Callable[[Task], DispatchResult]
 class SQLiteQueue:
     def __init__(
         self,
-        path: Path,
+        db: Path | SQLiteFile,
         clock: Clock,
         *,
-        lease: timedelta = timedelta(minutes=10),
+        lease: timedelta = timedelta(seconds=60),
         max_attempts: int = 25,
         max_backoff: timedelta = timedelta(minutes=5),
     ) -> None:
-        self.path = Path(path)
+        # A path, or the SQLiteFile the store shares: then a state change and its task commit together.
+        self._db = db if isinstance(db, SQLiteFile) else SQLiteFile(Path(db))
+        self._db.ensure(SCHEMA)
+        self.path = self._db.path
         self.clock = clock
         self.lease = lease
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
-        self._db = SQLiteFile(self.path, SCHEMA)
         self._wakeup = threading.Condition()
 
     def _conn(self) -> sqlite3.Connection:
@@ -82,9 +87,12 @@ class SQLiteQueue:
             created = conn.total_changes - before
         if created < len(rows):
             log.info("tasks already queued", extra={"duplicates": len(rows) - created})
+        self._db.after_commit(self._notify)  # inside a larger transaction: once it is visible
+        return created
+
+    def _notify(self) -> None:
         with self._wakeup:
             self._wakeup.notify_all()
-        return created
 
     # Consumer side ----------------------------------------------------------------------
     def lease_next(self) -> tuple[Task, int] | None:

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from herald.adapters.embedded.sqlite_db import SQLiteFile
+from herald.domain.ids import notification_collection
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.reports import ReportDefinition
 from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
-from herald.ports.store import DeliveryChange, EventsFold, Page, StoredReport, Suppression
+from herald.ports.store import AlertChange, DeliveryChange, EventsFold, Page, RunChange, StoredReport, Suppression
 
 R = TypeVar("R", bound=BaseModel)
 CHUNK = 500  # ids per IN (...) query: under SQLite's bound-parameter limit
@@ -51,6 +52,8 @@ CREATE INDEX IF NOT EXISTS deliveries_by_message ON report_delivery_log (message
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY, report_id TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (created_at);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    id TEXT PRIMARY KEY, report_id TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbound_events (
     kind TEXT NOT NULL, id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (kind, id));
 CREATE TABLE IF NOT EXISTS inbound_event_docs (
@@ -104,14 +107,26 @@ class DefinitionCache:
         return parsed
 
 
+def _applying(change: Callable[[R], dict[str, Any] | None]) -> Callable[[R], R | None]:
+    """A port-level change (fields to set, or None) as a record-level one."""
+
+    def apply(record: R) -> R | None:
+        fields = change(record)
+        return None if fields is None else record.model_copy(update=fields)
+
+    return apply
+
+
 def _cursor(*parts: str) -> str:
     return "|".join(parts)
 
 
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._db = SQLiteFile(self.path, SCHEMA)
+    def __init__(self, db: Path | SQLiteFile) -> None:
+        """``db`` is a path, or the SQLiteFile the embedded queue shares (one transaction for both)."""
+        self._db = db if isinstance(db, SQLiteFile) else SQLiteFile(Path(db))
+        self._db.ensure(SCHEMA)
+        self.path = self._db.path
         self._definitions = DefinitionCache()
         self._tuned = threading.local()  # per-connection pragmas set on first use
 
@@ -231,6 +246,9 @@ class SQLiteStore:
     def update_run(self, run_id: str, **fields: Any) -> Run | None:
         return self._mutate("runs", Run, run_id, lambda run: run.model_copy(update=fields), self._run_columns)
 
+    def mutate_run(self, run_id: str, change: RunChange) -> Run | None:
+        return self._mutate("runs", Run, run_id, _applying(change), self._run_columns)
+
     def list_runs(
         self,
         report_id: str | None = None,
@@ -328,11 +346,7 @@ class SQLiteStore:
         )
 
     def mutate_delivery(self, delivery_id: str, change: DeliveryChange) -> Delivery | None:
-        def apply(d: Delivery) -> Delivery | None:
-            fields = change(d)
-            return None if fields is None else d.model_copy(update=fields)
-
-        return self._mutate("report_delivery_log", Delivery, delivery_id, apply, self._delivery_columns)
+        return self._mutate("report_delivery_log", Delivery, delivery_id, _applying(change), self._delivery_columns)
 
     def apply_delivery_events(
         self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
@@ -447,18 +461,22 @@ class SQLiteStore:
 
     # Alerts --------------------------------------------------------------------------
     def add_alert(self, alert: Alert) -> bool:
+        table = notification_collection(alert.id)
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO alerts (id, report_id, created_at, doc) VALUES (?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO {table} (id, report_id, created_at, doc) VALUES (?, ?, ?, ?)",  # noqa: S608
                 (alert.id, alert.report_id, ts(alert.created_at), alert.model_dump_json()),
             )
             return cur.rowcount == 1
 
     def get_alert(self, alert_id: str) -> Alert | None:
-        return self._get("alerts", Alert, alert_id)
+        return self._get(notification_collection(alert_id), Alert, alert_id)
 
     def mark_alert_sent(self, alert_id: str) -> None:
-        self._mutate("alerts", Alert, alert_id, lambda a: a.model_copy(update={"sent": True}), lambda a: {})
+        self.mutate_alert(alert_id, lambda a: {"sent": True})
+
+    def mutate_alert(self, alert_id: str, change: AlertChange) -> Alert | None:
+        return self._mutate(notification_collection(alert_id), Alert, alert_id, _applying(change), lambda a: {})
 
     def list_alerts(self, limit: int = 50, report_id: str | None = None) -> list[Alert]:
         if report_id is None:

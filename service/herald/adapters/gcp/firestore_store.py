@@ -14,7 +14,7 @@
   collection (see ``fieldOverrides`` in the index file).
 
 Collection names are the contract between backends: ``reports``, ``runs``,
-``report_delivery_log``, ``job_status``, ``suppressions``, ``alerts``, ``inbound_events``.
+``report_delivery_log``, ``job_status``, ``suppressions``, ``alerts``, ``heartbeats``, ``inbound_events``.
 ``prefix`` is prepended to each (e.g. one Firestore database shared by test runs).
 """
 
@@ -43,10 +43,11 @@ from herald.adapters.gcp.firestore_docs import (
     parse_cursor,
     to_doc,
 )
+from herald.domain.ids import notification_collection
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.reports import ReportDefinition
 from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
-from herald.ports.store import DeliveryChange, EventsFold, Page, StoredReport, Suppression
+from herald.ports.store import AlertChange, DeliveryChange, EventsFold, Page, RunChange, StoredReport, Suppression
 
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
@@ -213,6 +214,9 @@ class FirestoreStore:
     def update_run(self, run_id: str, **fields: Any) -> Run | None:
         return self._mutate("runs", Run, run_id, self._updating(fields))
 
+    def mutate_run(self, run_id: str, change: RunChange) -> Run | None:
+        return self._mutate("runs", Run, run_id, self._deciding(change))
+
     def _page(self, query: firestore.Query, model: type[R], limit: int, cursor: str | None, descending: bool) -> Page:
         direction = firestore.Query.DESCENDING if descending else firestore.Query.ASCENDING
         query = query.order_by("created_at", direction=direction).order_by(NAME, direction=direction)
@@ -304,12 +308,18 @@ class FirestoreStore:
     def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None:
         return self._mutate("report_delivery_log", Delivery, delivery_id, self._updating(fields))
 
-    def mutate_delivery(self, delivery_id: str, change: DeliveryChange) -> Delivery | None:
-        def decide(d: Delivery) -> tuple[Delivery, set[str]] | None:
-            fields = change(d)  # pure: a contended transaction runs it again
-            return None if fields is None else (d.model_copy(update=fields), set(fields))
+    @staticmethod
+    def _deciding(change: Callable[[R], dict[str, Any] | None]) -> Change[R]:
+        """A port-level change (fields to set, or None) as this store's (record, changed names)."""
 
-        return self._mutate("report_delivery_log", Delivery, delivery_id, decide)
+        def decide(record: R) -> tuple[R, set[str]] | None:
+            fields = change(record)  # pure: a contended transaction runs it again
+            return None if fields is None else (record.model_copy(update=fields), set(fields))
+
+        return decide
+
+    def mutate_delivery(self, delivery_id: str, change: DeliveryChange) -> Delivery | None:
+        return self._mutate("report_delivery_log", Delivery, delivery_id, self._deciding(change))
 
     def apply_delivery_events(
         self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
@@ -400,19 +410,25 @@ class FirestoreStore:
         return {status: n for status, n in self._parallel(count, list(DeliveryStatus)) if n}
 
     # Alerts --------------------------------------------------------------------------
+    def _alert_ref(self, alert_id: str) -> firestore.DocumentReference:
+        return self._col(notification_collection(alert_id)).document(alert_id)
+
     def add_alert(self, alert: Alert) -> bool:
-        return self._create(self._col("alerts").document(alert.id), {**to_doc(alert), **self._expire(alert.created_at)})
+        return self._create(self._alert_ref(alert.id), {**to_doc(alert), **self._expire(alert.created_at)})
 
     def get_alert(self, alert_id: str) -> Alert | None:
-        data = self._get(self._col("alerts").document(alert_id))
+        data = self._get(self._alert_ref(alert_id))
         return from_doc(Alert, data) if data else None
 
     def mark_alert_sent(self, alert_id: str) -> None:
         try:
-            self._col("alerts").document(alert_id).update({"sent": True})
+            self._alert_ref(alert_id).update({"sent": True})
         except gexc.NotFound:
             return
         self.op_counts.add(writes=1)
+
+    def mutate_alert(self, alert_id: str, change: AlertChange) -> Alert | None:
+        return self._mutate(notification_collection(alert_id), Alert, alert_id, self._deciding(change))
 
     def list_alerts(self, limit: int = 50, report_id: str | None = None) -> list[Alert]:
         query: firestore.Query = self._col("alerts")  # type: ignore[assignment]

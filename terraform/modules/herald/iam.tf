@@ -105,6 +105,22 @@ resource "google_project_iam_member" "deployer" {
   member  = google_service_account.deployer.member
 }
 
+# Resuming the watchdog's schedule after the first real image (scheduler.tf). jobs:resume
+# needs cloudscheduler.jobs.enable; no predefined role has it without create / delete.
+resource "google_project_iam_custom_role" "deployer_scheduler" {
+  project     = var.project_id
+  role_id     = "heraldDeployerScheduler"
+  title       = "Herald deployer: resume the watchdog schedule"
+  description = "Read and resume Cloud Scheduler jobs (cloudbuild.yaml step resume-watchdog)."
+  permissions = ["cloudscheduler.jobs.get", "cloudscheduler.jobs.enable"]
+}
+
+resource "google_project_iam_member" "deployer_scheduler" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.deployer_scheduler.id
+  member  = google_service_account.deployer.member
+}
+
 resource "google_service_account_iam_member" "deployer_acts_as_runtime" {
   for_each = local.workloads
 

@@ -35,7 +35,10 @@ locals {
     role => "https://herald-${role}-${data.google_project.main.number}.${var.region}.run.app"
   }
   worker_url = local.service_urls["worker"]
-  public_url = coalesce(var.public_base_url, local.service_urls["ingress"])
+
+  # The first apply runs Google's sample image (docs/deploy.md): no `herald` in it.
+  sample_image = startswith(var.image, "us-docker.pkg.dev/cloudrun/container/")
+  public_url   = coalesce(var.public_base_url, local.service_urls["ingress"])
 
   # Inbound topics, pushed to these worker routes.
   push_subscriptions = {

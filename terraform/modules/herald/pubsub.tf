@@ -22,6 +22,13 @@ resource "google_pubsub_topic" "dead_letter" {
 
 # Push to the worker with an OIDC token minted as the push invoker; the handler checks
 # audience, e-mail and email_verified (ARCHITECTURE.md decision 6).
+#
+# Business events arrive at /pubsub/events, one subscription for every source system, so
+# each message must name its source: the `source` message attribute (or a "source" field
+# in the JSON data), e.g. `gcloud pubsub topics publish herald-business-events
+# --attribute=source=erp --message='{"id": "...", "type": "period.closed", "data": {...}}'`.
+# It must match a trigger's `source` in the definitions; a message without one is
+# refused (400) and dead-lettered. docs/deploy.md "Publishing business events".
 resource "google_pubsub_subscription" "main" {
   for_each = local.push_subscriptions
 

@@ -33,6 +33,11 @@ resource "google_cloud_scheduler_job" "main" {
 
 # The watchdog job, started through the Cloud Run Admin API (jobs:run) with an OAuth
 # token: Google APIs take OAuth access tokens, Cloud Run services take OIDC.
+#
+# Created paused while the services run Google's sample image (first deploy,
+# docs/deploy.md): that image has no `herald` command, so every execution would fail
+# and raise the watchdog-failed alert. Cloud Build resumes it once the job runs Herald's
+# image (cloudbuild.yaml step resume-watchdog); Terraform then leaves `paused` alone.
 resource "google_cloud_scheduler_job" "watchdog" {
   project          = var.project_id
   region           = var.region
@@ -41,6 +46,7 @@ resource "google_cloud_scheduler_job" "watchdog" {
   schedule         = var.watchdog.schedule
   time_zone        = "Etc/UTC"
   attempt_deadline = "60s"
+  paused           = local.sample_image
 
   retry_config {
     retry_count = 1
@@ -54,6 +60,11 @@ resource "google_cloud_scheduler_job" "watchdog" {
       service_account_email = google_service_account.invoker["scheduler"].email
       scope                 = "https://www.googleapis.com/auth/cloud-platform"
     }
+  }
+
+  lifecycle {
+    # Cloud Build resumes it after the first real image; a later apply must not pause it.
+    ignore_changes = [paused]
   }
 
   depends_on = [google_cloud_run_v2_job_iam_member.scheduler]

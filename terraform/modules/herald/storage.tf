@@ -45,11 +45,35 @@ resource "google_artifact_registry_repository" "main" {
   description   = "Herald images, tagged with the commit SHA by Cloud Build."
   labels        = local.labels
 
+  # Cleanup: DELETE policies remove, KEEP policies protect, and KEEP wins where both
+  # match (https://cloud.google.com/artifact-registry/docs/repositories/cleanup-policy).
+  # So: the 30 most recent images always stay (rollback, docs/deploy.md); beyond them,
+  # untagged layers go after 7 days and any image after 90.
+  cleanup_policy_dry_run = false
+
   cleanup_policies {
     id     = "keep-recent"
     action = "KEEP"
     most_recent_versions {
       keep_count = 30
+    }
+  }
+
+  cleanup_policies {
+    id     = "delete-untagged"
+    action = "DELETE"
+    condition {
+      tag_state  = "UNTAGGED"
+      older_than = "${7 * 86400}s"
+    }
+  }
+
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      tag_state  = "ANY"
+      older_than = "${90 * 86400}s"
     }
   }
 

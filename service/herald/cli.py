@@ -298,7 +298,10 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     dispatch = in_process_dispatcher(app)
     assert isinstance(container.queue, SQLiteQueue)
     workers = QueueWorkers(container.queue, dispatch, settings.worker_threads)
-    server = make_server(settings.host, settings.port, app, threaded=True)
+    from herald.web.security import OPEN_LOOPBACK, QuietRequestHandler
+
+    server = make_server(settings.host, settings.port, app, threaded=True, request_handler=QuietRequestHandler)
+    app.config[OPEN_LOOPBACK] = str(server.server_address[0])  # issue 11: open only if this is loopback
     stop = threading.Event()
     ticker = threading.Thread(target=_tick_loop, args=(dispatch, settings.tick_seconds, stop, settings), daemon=True)
     watchdog = threading.Thread(

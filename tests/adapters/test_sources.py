@@ -213,7 +213,7 @@ def test_http_get_returns_the_body_with_summary_and_filename_from_headers() -> N
     )
     with local_server({"/reports/board": lambda seen: reply}) as server:
         report = http_definition(f"{server.url}/reports/board?format=pdf", headers={"Authorization": "Bearer t0k"})
-        rendered = HttpRenderer().render(request_for(report, region="emea"))
+        rendered = HttpRenderer(allow_private=True).render(request_for(report, region="emea"))
 
     assert rendered.data == PDF_BYTES
     assert rendered.content_type == "application/pdf"
@@ -236,7 +236,7 @@ def test_http_post_sends_params_as_json_and_names_the_file_after_report_and_peri
     csv = b"month,revenue\n2026-11,1\n"
     with local_server({"/render": lambda seen: Reply(200, csv, {"Content-Type": "text/csv"})}) as server:
         report = http_definition(f"{server.url}/render", method="POST", content_types=["text/csv"])
-        rendered = HttpRenderer().render(request_for(report, client="acme"))
+        rendered = HttpRenderer(allow_private=True).render(request_for(report, client="acme"))
 
     assert (rendered.data, rendered.content_type, rendered.filename) == (csv, "text/csv", "board-pack-2026-11.csv")
     assert rendered.summary is None
@@ -250,7 +250,7 @@ def test_http_content_disposition_cannot_escape_the_report_folder() -> None:
         {"Content-Type": "application/pdf", "Content-Disposition": 'attachment; filename="../../etc/passwd"'},
     )
     with local_server({"/r": lambda seen: reply}) as server:
-        rendered = HttpRenderer().render(request_for(http_definition(f"{server.url}/r")))
+        rendered = HttpRenderer(allow_private=True).render(request_for(http_definition(f"{server.url}/r")))
 
     assert rendered.filename == "passwd"
 
@@ -271,7 +271,7 @@ def test_http_failures_are_render_errors(reply: Reply, message: str) -> None:
     with local_server({"/r": lambda seen: reply}) as server:
         report = http_definition(f"{server.url}/r?api_key=s3cret", timeout_seconds=0.2)
         with pytest.raises(RenderError, match=message) as caught:
-            HttpRenderer().render(request_for(report))
+            HttpRenderer(allow_private=True).render(request_for(report))
 
     assert "s3cret" not in str(caught.value)
 
@@ -280,7 +280,7 @@ def test_http_connection_refused_is_a_render_error() -> None:
     report = http_definition(f"{closed_port_url()}/r?api_key=s3cret", timeout_seconds=2)
 
     with pytest.raises(RenderError, match="unreachable: ConnectionError") as caught:
-        HttpRenderer().render(request_for(report))
+        HttpRenderer(allow_private=True).render(request_for(report))
 
     assert "s3cret" not in str(caught.value)
 
@@ -289,7 +289,7 @@ def test_http_accepts_wildcard_content_types() -> None:
     sheet = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     with local_server({"/r": lambda seen: Reply(200, b"PK\x03\x04", {"Content-Type": sheet})}) as server:
         report = http_definition(f"{server.url}/r", content_types=["application/pdf", "application/*"])
-        rendered = HttpRenderer().render(request_for(report))
+        rendered = HttpRenderer(allow_private=True).render(request_for(report))
 
     assert rendered.filename == "board-pack-2026-11.xlsx"
 
@@ -297,7 +297,7 @@ def test_http_accepts_wildcard_content_types() -> None:
 def test_http_refuses_a_body_larger_than_the_limit() -> None:
     big = Reply(200, b"x" * 5000, {"Content-Type": "application/pdf"})
     with local_server({"/r": lambda seen: big}) as server, pytest.raises(RenderError, match="more than 1,024 bytes"):
-        HttpRenderer(max_bytes=1024).render(request_for(http_definition(f"{server.url}/r")))
+        HttpRenderer(max_bytes=1024, allow_private=True).render(request_for(http_definition(f"{server.url}/r")))
 
 
 # --- file --------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_file_missing_empty_or_not_a_file_fails(tmp_path: Path, setup: str, mess
 
 def test_router_dispatches_on_the_source_type(tmp_path: Path) -> None:
     (tmp_path / "pnl-2026-11.pdf").write_bytes(PDF_BYTES)
-    router = SourceRouter(base_dir=tmp_path, timeout_seconds=2, clock=FakeClock(NOW))
+    router = SourceRouter(base_dir=tmp_path, timeout_seconds=2, clock=FakeClock(NOW), allow_private=True)
 
     from_file = router.render(request_for(file_definition("pnl-{period}.pdf")))
     built = router.render(request_for(definition({"type": "pdf"})))

@@ -1,9 +1,9 @@
 import pytest
 
 from herald.services.scheduling import apply_definitions
-from herald.web.app import create_app
 from herald.web.auth import INTERNAL_HEADER, internal_token
 from tests import factories
+from tests.web.serving import served_on_loopback
 
 
 @pytest.fixture
@@ -15,7 +15,8 @@ def c(tmp_path):
 
 @pytest.fixture
 def app(c):
-    return create_app(c)
+    """`herald serve` on loopback with no token: the API is open to the test client (127.0.0.1)."""
+    return served_on_loopback(c)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from tests import factories
 from tests.adapters.gcp.test_oidc import CertsServer
 from tests.browser import seed
 from tests.drive import drain
+from tests.web.serving import served_on_loopback
 
 TOKEN = "admin-token-for-tests"
 
@@ -110,14 +111,20 @@ def test_the_api_token_is_the_fallback(tmp_path):
 
 
 def test_no_token_on_loopback_is_open_and_says_so(tmp_path):
-    client = create_app(factories.container(tmp_path)).test_client()
+    client = served_on_loopback(factories.container(tmp_path)).test_client()
     page = client.get("/admin")
     assert page.status_code == 200
     assert "No admin token is configured" in page.get_data(as_text=True)
 
 
-def test_no_token_off_loopback_is_closed(tmp_path):
-    client = create_app(factories.container(tmp_path, host="0.0.0.0")).test_client()
+@pytest.mark.parametrize("bound", [None, "0.0.0.0"])
+def test_no_token_off_loopback_is_closed(tmp_path, bound):
+    app = (
+        create_app(factories.container(tmp_path))
+        if bound is None
+        else served_on_loopback(factories.container(tmp_path), bound)
+    )
+    client = app.test_client()
     assert client.get("/admin").status_code == 302
     page = client.get("/admin/login").get_data(as_text=True)
     assert "admin interface is closed" in page
@@ -276,12 +283,12 @@ def test_resend_refuses_a_run_that_is_settling_or_unknown(c):
 
 
 def test_the_api_resends_too(c):
-    client = create_app(c).test_client()
-    first = client.post(f"/api/runs/{c.ids['run']}/resend-failed")
-    assert first.status_code == 202 and first.json["count"] == 2 and first.json["actor"] == "api token"
-    again = client.post(f"/api/runs/{c.ids['run']}/resend-failed")
+    client = served_on_loopback(c).test_client()
+    first = client.post(f"/api/runs/{c.ids['run']}/resend-failed", json={})
+    assert first.status_code == 202 and first.json["count"] == 2 and first.json["actor"] == "local"
+    again = client.post(f"/api/runs/{c.ids['run']}/resend-failed", json={})
     assert again.status_code == 202 and again.json["count"] == 0
-    assert client.post("/api/runs/r-nope/resend-failed").status_code == 404
+    assert client.post("/api/runs/r-nope/resend-failed", json={}).status_code == 404
     assert len(c.queue.tasks) == 2
 
 
@@ -377,7 +384,7 @@ def test_iap_valid_assertion_opens_the_pages_and_names_the_actor(iap):
     response = client.post(f"/admin/runs/{c.ids['run']}/resend-failed", data={"csrf_token": token}, headers=headers)
     assert response.status_code == 303
     assert _delivery(c, c.ids["run"], "eve@example.com").attempt_log[-1]["by"] == "olivia@example.com"
-    api = client.post(f"/api/runs/{c.ids['old_run']}/resend-failed", headers=headers)
+    api = client.post(f"/api/runs/{c.ids['old_run']}/resend-failed", headers=headers, json={})
     assert api.status_code == 202 and api.json["actor"] == "olivia@example.com"
 
 

@@ -33,7 +33,7 @@ def test_a_manual_run_is_created_and_idempotent_with_a_key(client, c):
 
 def test_deliveries_page_with_a_cursor(client, c):
     c.store.save_report(factories.report(recipients={"email": factories.recipients(25)}), None)
-    run_id = client.post("/api/reports/board-pack/runs").get_json()["id"]
+    run_id = client.post("/api/reports/board-pack/runs", json={}).get_json()["id"]
     drain(c)
     seen, cursor = [], None
     while True:
@@ -49,7 +49,7 @@ def test_deliveries_page_with_a_cursor(client, c):
 @pytest.mark.parametrize(
     ("method", "url", "kwargs", "status"),
     [
-        ("post", "/api/reports/nope/runs", {}, 404),
+        ("post", "/api/reports/nope/runs", {"json": {}}, 404),
         ("post", "/api/reports/board-pack/runs", {"json": {"params": "x"}}, 400),
         ("post", "/api/reports/board-pack/runs", {"json": {"unknown": 1}}, 400),
         ("post", "/api/reports/board-pack/runs", {"data": "{not json", "content_type": "application/json"}, 400),

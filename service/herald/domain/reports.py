@@ -25,6 +25,8 @@ from pydantic import (
 )
 
 from herald.domain.paths import has_wildcard, is_path, parse_path
+from herald.domain.strict import has_control, without_control
+from herald.domain.targets import url_problem
 
 REPORT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Period = Literal["day", "week", "month", "previous_day", "previous_month"]
@@ -80,13 +82,39 @@ class PdfSource(_Strict):
         return self
 
 
+# Secrets by reference (issue 11): ``${env:NAME}`` in an http source's URL or header values
+# is replaced from the process environment when the request is made (adapters/sources/http.py),
+# so the stored definition, the API and the admin pages only ever hold the reference.
+SECRET_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]{0,127})\}")
+REDACTED = "REDACTED"
+
+
+def _checked_target(url: str) -> str:
+    problem = url_problem(SECRET_REF.sub("x", url))
+    if problem:
+        raise ValueError(f"URL not allowed: {problem}")
+    if has_control(url):
+        raise ValueError("URL contains control characters")
+    return url
+
+
+def _no_control(value: str) -> str:
+    if has_control(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+Target = Annotated[str, Field(pattern=r"^https?://", max_length=2000), AfterValidator(_checked_target)]
+HeaderText = Annotated[str, AfterValidator(_no_control)]
+
+
 class HttpSource(_Strict):
     """A reporting API that returns the rendered file."""
 
     type: Literal["http"]
-    url: Annotated[str, Field(pattern=r"^https?://")]
+    url: Target
     method: Literal["GET", "POST"] = "GET"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[HeaderText, HeaderText] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     content_types: list[str] = Field(default_factory=lambda: ["application/pdf"])
 
@@ -121,6 +149,11 @@ class Recipients(_Strict):
         for target in value:
             if not (target.startswith("https://") or target.startswith(("C", "G", "D", "#"))):
                 raise ValueError(f"slack target {target!r} must be a channel id or an incoming-webhook URL")
+            if has_control(target):
+                raise ValueError("slack target contains control characters")
+            problem = url_problem(target, schemes=("https",)) if target.startswith("https://") else None
+            if problem:
+                raise ValueError(f"slack webhook URL not allowed: {problem}")
         return value
 
     def targets(self) -> list[tuple[str, str]]:
@@ -214,15 +247,16 @@ class Dependency(_Strict):
 
 class ReportDefinition(_Strict):
     id: Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    # name and summary reach e-mail subjects and chat text: no CR/LF or controls (issue 10/11)
+    name: Annotated[HeaderText, Field(min_length=1, max_length=200)]
     owner: EmailStr
     schedule: Schedule | None = None
     period: Period = "day"
     source: Source
-    summary: str = "{name} for {period}"
+    summary: Annotated[HeaderText, Field(max_length=1000)] = "{name} for {period}"
     recipients: Recipients = Field(default_factory=Recipients)
     slack_file: bool = False  # upload the file itself to Slack channels, not just a link
-    heartbeat_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    heartbeat_url: Target | None = None
     enabled: bool = True
     triggers: list[EventTrigger] = Field(default_factory=list)
     depends_on: list[Dependency] = Field(default_factory=list)
@@ -246,9 +280,70 @@ class ReportDefinition(_Strict):
         return value
 
 
+PARAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_PARAM_CHARS = 500
+
+
+def check_params(params: dict[str, str], max_chars: int = MAX_PARAM_CHARS) -> None:
+    """Refuse run parameters that could reach a header or swamp every message (issue 11)."""
+    for name, value in params.items():
+        if not PARAM_NAME.match(name):
+            raise ValueError(f"parameter name {name[:64]!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        if len(value) > max_chars:
+            raise ValueError(f"parameter {name!r} is longer than {max_chars} characters")
+        if has_control(value):
+            raise ValueError(f"parameter {name!r} contains line breaks or control characters")
+
+
 def render_summary(template: str, *, name: str, period: str, rows: int, params: dict[str, str]) -> str:
-    """The summary line; a ``{params[x]}`` the run was not given renders empty, never fails."""
-    return template.format(name=name, period=period, rows=rows, params=defaultdict(str, params))
+    """The summary line; a ``{params[x]}`` the run was not given renders empty, never fails.
+    Parameter values lose control characters and are cut, whichever path gave them (API,
+    triggers, CLI), so a summary never carries a line break into a message."""
+    safe = {k: without_control(str(v), MAX_PARAM_CHARS) for k, v in params.items()}
+    return without_control(template.format(name=name, period=period, rows=rows, params=defaultdict(str, safe)))
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without userinfo and with every query value replaced (``${env:…}`` kept)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return REDACTED
+    netloc = (
+        (f"{REDACTED}@" if parts.username or parts.password else "") + (f"[{host}]" if ":" in host else host) + port
+    )
+    query = urlencode(
+        [(k, v if SECRET_REF.fullmatch(v) else REDACTED) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="${}:",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def redacted_definition(definition: ReportDefinition) -> dict[str, Any]:
+    """The definition as JSON with http-source header values, URL userinfo and query values
+    (and the heartbeat URL's) redacted; ``${env:NAME}`` references are shown as written."""
+    doc = definition.model_dump(mode="json")
+    source = doc.get("source") or {}
+    if source.get("type") == "http":
+        source["url"] = redacted_url(source["url"])
+        source["headers"] = {k: v if SECRET_REF.fullmatch(v) else REDACTED for k, v in source["headers"].items()}
+    if doc.get("heartbeat_url"):
+        doc["heartbeat_url"] = redacted_webhook(doc["heartbeat_url"])  # the check's id is its secret
+    recipients = doc.get("recipients") or {}
+    recipients["slack"] = [redacted_webhook(t) for t in recipients.get("slack", [])]
+    return doc
+
+
+def redacted_webhook(target: str) -> str:
+    """A webhook or ping URL is a credential in its path: show only its scheme and host."""
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme in {"http", "https"}:
+        return f"{scheme}://{rest.split('/', 1)[0].rsplit('@', 1)[-1]}/{REDACTED}"
+    return target
 
 
 class DefinitionError(Exception):

@@ -41,11 +41,18 @@ def email_message(
     )
 
 
+def mrkdwn(text: str) -> str:
+    """Text Slack shows as written: ``&``, ``<``, ``>`` escaped, so ``<!channel>`` or
+    ``<https://evil.example|Download>`` from an event, a parameter or a provider stays inert.
+    https://api.slack.com/reference/surfaces/formatting#escaping"""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def chat_message(
     report: ReportDefinition, run: Run, delivery: Delivery, link: str, file: tuple[str, bytes] | None
 ) -> ChatMessage:
-    note = f"\n_{run.note}_" if run.note else ""
-    text = f"*{subject(report, run)}*\n{run.summary}{note}\n<{link}|Download the report>"
+    note = f"\n_{mrkdwn(run.note)}_" if run.note else ""
+    text = f"*{mrkdwn(subject(report, run))}*\n{mrkdwn(run.summary)}{note}\n<{link}|Download the report>"
     return ChatMessage(
         target=delivery.recipient,
         text=text,

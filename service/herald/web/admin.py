@@ -28,6 +28,7 @@ from flask import (
 
 from herald.domain.records import Run
 from herald.domain.states import DeliveryStatus, RunStatus
+from herald.domain.strict import strict_int
 from herald.ports.store import pages
 from herald.services import resend
 from herald.web import admin_auth, admin_views
@@ -98,10 +99,10 @@ def _enum(kind: type[RunStatus] | type[DeliveryStatus], name: str) -> Any:
 
 
 def _page_size() -> int:
-    raw = request.args.get("limit", "50")
-    if not raw.isdigit() or int(raw) not in PAGE_SIZES:
+    value = strict_int(request.args.get("limit", "50"))
+    if value not in PAGE_SIZES:
         raise BadFilter(f"limit must be one of {', '.join(map(str, PAGE_SIZES))}")
-    return int(raw)
+    return value
 
 
 def _safe_next(target: str | None, default: str) -> str:
@@ -121,12 +122,21 @@ def login() -> Any:
         return redirect(target)
     error = ""
     if request.method == "POST":
+        client = request.remote_addr or "?"
+        limiter = admin_auth.login_limiter(c)
+        now = c.clock.now().timestamp()
+        wait = limiter.retry_after(client, now)
+        if wait:
+            log.warning("admin sign-in rate-limited", extra={"remote": client})
+            page, status = admin_auth.refusal(429, f"Too many failed sign-ins; try again in {wait} seconds.")
+            return page, status, {"Retry-After": str(wait)}
         if admin_auth.check_login(c, request.form.get("token", "")):
-            name = request.form.get("name", "").strip()[:80]
-            admin_auth.start_session(f"{name} (token)" if name else "token holder")
-            log.info("admin signed in", extra={"actor": name or "token holder", "remote": request.remote_addr})
+            name = admin_views.plain(request.form.get("name", ""))[:80]
+            admin_auth.start_session(c, f"{name} (token)" if name else "token holder")
+            log.info("admin signed in", extra={"actor": name or "token holder", "remote": client})
             return redirect(target, code=303)
-        log.warning("admin sign-in refused", extra={"remote": request.remote_addr})
+        limiter.failed(client, now)
+        log.warning("admin sign-in refused", extra={"remote": client})
         error = "That token is not right."
     configured = bool(admin_auth.admin_token(c.settings))
     status = 401 if error else 200
@@ -135,9 +145,19 @@ def login() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
-    from flask import session
+    """Sign out: this session is revoked server-side, so a copied cookie stops working too."""
+    admin_auth.end_session(container())
+    return redirect(url_for("admin.login"), code=303)
 
-    session.clear()
+
+@bp.post("/sessions/revoke-all")
+def sign_out_everywhere() -> Any:
+    """Sign out everywhere: a new session generation; every session issued before is refused."""
+    c = container()
+    actor = admin_auth.user()
+    generation = admin_auth.sign_out_everywhere(c, actor)
+    log.info("admin action", extra={"actor": actor, "action": "sign_out_everywhere", "generation": generation})
+    admin_auth.end_session(c)
     return redirect(url_for("admin.login"), code=303)
 
 

@@ -14,6 +14,7 @@ from herald.domain.records import Delivery, Run
 from herald.domain.reports import Schedule
 from herald.domain.schedules import next_fire_times
 from herald.domain.states import DELIVERY_FAILED, DELIVERY_OPEN, DeliveryStatus, run_outcome
+from herald.domain.strict import without_control
 
 DST_HORIZON = timedelta(days=400)
 DST_EXAMPLES = 3  # affected slots named per transition; the rest are counted
@@ -199,13 +200,29 @@ CSV_COLUMNS = [
 ]
 
 
+# A cell a spreadsheet would run as a formula (a bounce reason is written by a stranger's
+# mail server). OWASP's rule: prefix such cells with a single quote.
+# https://owasp.org/www-community/attacks/CSV_Injection
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def csv_values(d: Delivery) -> list[str]:
     row = {**delivery_row(d), "run_id": d.run_id}
     out = []
     for column in CSV_COLUMNS:
         value = row.get(column)
-        out.append(value.isoformat() if isinstance(value, datetime) else "" if value is None else str(value))
+        text = value.isoformat() if isinstance(value, datetime) else "" if value is None else str(value)
+        out.append(csv_cell(text))
     return out
+
+
+def plain(text: str) -> str:
+    """One line of text: control characters become spaces, ends trimmed."""
+    return without_control(text).strip()
 
 
 # Runs -----------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from herald.domain.records import Delivery
+from herald.domain.reports import check_params, redacted_definition
 from herald.domain.schedules import next_fire_times
 from herald.domain.states import DeliveryStatus, RunStatus
+from herald.domain.strict import strict_int
 from herald.ports.store import StoredReport, Suppression
 from herald.services import dependencies, resend, runs
 from herald.web.auth import api_token_ok, container
@@ -27,12 +29,19 @@ class ManualRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
     params: dict[str, str] = Field(default_factory=dict, max_length=50)
 
+    @field_validator("params")
+    @classmethod
+    def _safe_params(cls, value: dict[str, str]) -> dict[str, str]:
+        # Parameters reach summaries, subjects and chat text: no controls, bounded size.
+        check_params(value, container().settings.max_param_chars)
+        return value
+
 
 def _limit(default: int, maximum: int = 500) -> int:
-    raw = request.args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    value = strict_int(request.args.get("limit", str(default)), 1, maximum)
+    if value is None:
         raise _BadQuery(f"limit must be a whole number from 1 to {maximum}")
-    return int(raw)
+    return value
 
 
 class _BadQuery(ValueError):
@@ -55,13 +64,15 @@ def _enum(kind: type[RunStatus] | type[DeliveryStatus], name: str) -> Any:
 
 
 def report_view(stored: StoredReport) -> dict[str, Any]:
+    """A definition as the API shows it: http-source headers, URL userinfo and query values
+    redacted (domain.reports.redacted_definition), whether inline or ``${env:NAME}``."""
     definition = stored.definition
     upcoming = []
     if definition.schedule and stored.next_fire_at:
         upcoming = [t.isoformat() for t in next_fire_times(definition.schedule, stored.next_fire_at, 2)]
         upcoming.insert(0, stored.next_fire_at.isoformat())
     return {
-        **definition.model_dump(mode="json"),
+        **redacted_definition(definition),
         "next_fire_at": stored.next_fire_at.isoformat() if stored.next_fire_at else None,
         "upcoming": upcoming,
     }

@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 
 from herald.bootstrap import Container, build_container
 from herald.settings import Settings
-from herald.web import errors, trace
+from herald.web import errors, security, trace
 
 # Which route set each role serves (settings.role; "all" serves every one). Module name
 # in herald.web -> roles; each module has a ``bp`` blueprint. /healthz is served by all.
@@ -36,7 +36,11 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 32 * 1024 * 1024  # SendGrid event batches can be large
     app.extensions["herald"] = container
+    # `herald serve` records the address it bound here (cli.py); any other start (gunicorn's
+    # create_app(), the image, tests) is never open without credentials (web/security.py).
+    app.config[security.OPEN_LOOPBACK] = None
     errors.register(app)
+    security.register(app)
 
     role = container.settings.role
     for name, roles in ROUTES_BY_ROLE.items():

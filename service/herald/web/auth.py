@@ -4,7 +4,8 @@
   expected service account; on the embedded backend, the in-process dispatcher's
   HMAC token (a process that can read the data dir's secret is Herald itself).
 - /api: ``Authorization: Bearer <HERALD_API_TOKEN>``; with no token configured the
-  API is open only when Herald listens on loopback.
+  API is open only to loopback callers of a loopback-bound ``herald serve``
+  (web/security.py); every other start (gunicorn, the image) answers 401 (issue 11).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any, TypeVar
 from flask import current_app, request
 
 from herald.bootstrap import Container
+from herald.domain.strict import same_secret
 from herald.web.errors import error
+from herald.web.security import open_without_credentials
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +44,7 @@ def _internal_refusal(c: Container) -> tuple[Any, int] | None:
     supplied = request.headers.get(INTERNAL_HEADER, "")
     if not supplied:
         return error(401, "internal route: caller not authenticated")
-    if not hmac.compare_digest(supplied, internal_token(c.secret)):
+    if not same_secret(supplied, internal_token(c.secret)):
         return error(403, "internal route: caller not allowed")
     return None
 
@@ -80,14 +83,22 @@ def internal(view: F) -> F:
 
 
 def api_token_ok(c: Container) -> tuple[Any, int] | None:
+    """None when the caller may use /api: the bearer token, a verified IAP assertion (gcp
+    admin service), or no token configured and a loopback caller of loopback-bound serve."""
+    from herald.web.admin_auth import IAP_HEADER, iap_user
+
+    if c.settings.backend == "gcp" and c.settings.iap_audience and request.headers.get(IAP_HEADER):
+        if iap_user(c) is not None:
+            return None
+        return error(401, "IAP assertion does not verify")
     token = c.settings.api_token
     if not token:
-        if c.settings.is_loopback:
+        if open_without_credentials():
             return None
-        return error(401, "HERALD_API_TOKEN is not set; the API is closed when not on loopback")
+        return error(401, "HERALD_API_TOKEN is not set: the API is open only to `herald serve` on loopback")
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return error(401, "missing bearer token")
-    if not hmac.compare_digest(header.removeprefix("Bearer ").strip(), token):
+    if not same_secret(header.removeprefix("Bearer ").strip(), token):
         return error(403, "invalid token")
     return None

@@ -32,6 +32,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from herald.domain.strict import same_secret, strict_int
 from herald.services import triggers
 from herald.web.auth import container
 from herald.web.errors import error
@@ -76,14 +77,15 @@ def receive(source: str) -> Any:
         return error(413, "event body over 1 MiB")
     stamp = request.headers.get(TIMESTAMP_HEADER, "")
     offered = _offered(request.headers.get(SIGNATURE_HEADER, ""))
-    if not stamp.isdigit() or not offered:
+    stamped = strict_int(stamp)
+    if stamped is None or not offered:
         return error(401, f"sign the request: {TIMESTAMP_HEADER} (unix seconds) and {SIGNATURE_HEADER} (v1=<hex>)")
     expected = [signature(secret, stamp, body) for secret in secrets]
-    if not any(hmac.compare_digest(o, e) for o in offered for e in expected):
+    if not any(same_secret(o, e) for o in offered for e in expected):
         log.warning("event signature mismatch", extra={"source": source})
         return error(403, "signature does not match")
     c = container()
-    skew = abs(c.clock.now().timestamp() - int(stamp))
+    skew = abs(c.clock.now().timestamp() - stamped)
     if skew > c.settings.event_tolerance_seconds:
         log.warning("stale event refused", extra={"source": source, "skew_seconds": skew})
         return error(401, "timestamp outside the tolerance; sign the request again with the current time")

@@ -15,6 +15,7 @@ from flask import Blueprint, abort, redirect, render_template, request
 
 from herald.bootstrap import Container
 from herald.domain.records import Delivery
+from herald.domain.strict import has_control, strict_int
 from herald.services import links
 from herald.web.auth import container
 
@@ -97,7 +98,12 @@ def blob(key: str) -> Any:
     c = container()
     verify = getattr(c.blobs, "verify", None)
     args = request.args
-    if verify is None or not verify(key, args.get("expires", ""), args.get("filename", ""), args.get("sig", "")):
+    expires, sig, filename = args.get("expires", ""), args.get("sig", ""), args.get("filename", "")
+    # Strict before the store's own check: "²" passes isdigit() but not int(); a non-ASCII
+    # signature makes hmac.compare_digest raise (issue 11). Both are simply not authentic.
+    if verify is None or strict_int(expires) is None or not sig.isascii() or has_control(filename):
+        abort(403)
+    if not verify(key, expires, filename, sig):
         abort(403)
     try:
         data, content_type = c.blobs.get(key)

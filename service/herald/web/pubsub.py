@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, request
+from pydantic import ValidationError
 
 from herald.adapters.gcp.pubsub import EnvelopeError, PushMessage, parse_push_envelope
 from herald.bootstrap import Container
@@ -81,16 +82,30 @@ def _refuse(reason: str, message_id: str | None = None) -> Any:
     return error(400, reason)
 
 
-def _intake(handle: Callable[[Container, PushMessage], Any]) -> Any:
+def _envelope_id(body: bytes) -> str | None:
+    """The message id of an envelope that did not parse, when one can still be read (for the log)."""
     try:
-        message = parse_push_envelope(request.get_data(cache=False))
+        found = json.loads(body).get("message", {}).get("messageId")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return found[:200] if isinstance(found, str) else None
+
+
+def _intake(handle: Callable[[Container, PushMessage], Any]) -> Any:
+    body = request.get_data(cache=False)
+    try:
+        message = parse_push_envelope(body)
     except EnvelopeError as exc:
-        return _refuse(str(exc))
+        return _refuse(str(exc), _envelope_id(body))
     c = container()
     try:
         outcome = handle(c, message)
     except _BadMessage as exc:
         return _refuse(str(exc), message.message_id)
+    except ValidationError as exc:
+        # e.g. a job-completion record without a valid period: never handleable, dead-letter it
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in exc.errors())
+        return _refuse(f"invalid message data: {problems}"[:500], message.message_id)
     except ValueError as exc:
         # The handlers' own "never handleable" errors carry a 4xx ``status`` (services.triggers
         # EventRejected: malformed event, reused id with other content): dead-letter them too.

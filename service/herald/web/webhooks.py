@@ -28,6 +28,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from herald.domain.strict import strict_int
 from herald.services import feedback
 from herald.web.auth import container
 from herald.web.errors import error
@@ -64,9 +65,10 @@ def sendgrid_events() -> Any:
     timestamp = request.headers.get(TIMESTAMP_HEADER, "")
     if not signature or not timestamp:
         return error(401, f"unsigned: {SIGNATURE_HEADER} and {TIMESTAMP_HEADER} are required")
-    if not timestamp.isdigit():
-        return error(403, "malformed signature timestamp")
-    skew = abs(c.clock.now().timestamp() - int(timestamp))
+    stamped = strict_int(timestamp)
+    if stamped is None or not signature.isascii():
+        return error(403, "malformed signature or timestamp")
+    skew = abs(c.clock.now().timestamp() - stamped)
     if skew > c.settings.sendgrid_webhook_tolerance_seconds:
         log.warning("stale SendGrid event batch refused", extra={"skew_seconds": round(skew)})
         return error(403, "signature timestamp outside the tolerance")

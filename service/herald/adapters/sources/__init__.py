@@ -24,7 +24,9 @@ class SourceRouter:
 
     ``base_dir`` anchors relative paths (``data_file``, ``path``), normally the folder of
     the definitions file; ``timeout_seconds`` is the HTTP connect timeout (each http
-    definition sets its own read timeout).
+    definition sets its own read timeout). ``root`` confines file sources (settings.source_root,
+    default ``base_dir``); ``allow_private`` lets http sources reach private and loopback
+    addresses (settings.allow_private_targets; never metadata or link-local).
     """
 
     def __init__(
@@ -33,11 +35,13 @@ class SourceRouter:
         timeout_seconds: float = 10.0,
         clock: Clock | None = None,
         session: requests.Session | None = None,
+        root: Path | None = None,
+        allow_private: bool = False,
     ) -> None:
         self._renderers: dict[str, Source] = {
             "pdf": PdfRenderer(base_dir, clock=clock),
-            "http": HttpRenderer(connect_timeout_seconds=timeout_seconds, session=session),
-            "file": FileRenderer(base_dir),
+            "http": HttpRenderer(connect_timeout_seconds=timeout_seconds, session=session, allow_private=allow_private),
+            "file": FileRenderer(base_dir, root=root),
         }
 
     def render(self, request: RenderRequest) -> Rendered:

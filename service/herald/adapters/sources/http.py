@@ -6,12 +6,18 @@ listed in ``content_types``, an empty body — is a RenderError: the run fails l
 rather than delivering something nobody asked for (ARCHITECTURE.md decision 5).
 Optional response headers: ``X-Report-Summary`` (the summary line, UTF-8) and
 ``X-Report-Rows`` (an integer for ``{rows}``).
+
+Confined (issue 11): the URL, the address actually connected to and every redirect are
+checked by herald.adapters.net_guard (no link-local or metadata ever; private and
+loopback only with ``allow_private``). ``${env:NAME}`` in the URL or a header value is
+replaced from the environment here, at request time, and never stored or logged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import mimetypes
+import os
 import re
 import time
 from email.message import Message
@@ -19,8 +25,10 @@ from urllib.parse import urlsplit
 
 import requests
 
+from herald.adapters import net_guard
 from herald.domain.errors import RenderError
-from herald.domain.reports import HttpSource
+from herald.domain.reports import SECRET_REF, HttpSource
+from herald.domain.strict import without_control
 from herald.ports.sources import Rendered, RenderRequest
 
 _EXTENSIONS = {
@@ -46,10 +54,13 @@ class HttpRenderer:
         connect_timeout_seconds: float = 10.0,
         session: requests.Session | None = None,
         max_bytes: int = 200 * 1024 * 1024,
+        allow_private: bool = False,
     ) -> None:
         self._connect_timeout = connect_timeout_seconds
         self._session = session
         self._max_bytes = max_bytes
+        self._allow_private = allow_private
+        net_guard.install_log_redaction()
 
     def render(self, request: RenderRequest) -> Rendered:
         source = request.definition.source
@@ -57,19 +68,23 @@ class HttpRenderer:
             raise RenderError(f"HttpRenderer cannot render a {source.type!r} source")
         if self._session is not None:
             return self._fetch(self._session, request, source)
-        with requests.Session() as session:
+        with net_guard.guarded_session(self._allow_private) as session:
             return self._fetch(session, request, source)
 
     def _fetch(self, session: requests.Session, request: RenderRequest, source: HttpSource) -> Rendered:
         where = _redacted(source.url)
+        url = resolve_secrets(source.url, where)
         payload = {**request.params, "period": request.period, "run_id": request.run_id}
-        headers = {"Accept": ", ".join(source.content_types), **source.headers}
+        given = {name: resolve_secrets(value, where) for name, value in source.headers.items()}
+        headers = {"Accept": ", ".join(source.content_types), **given}
         timeout = (min(self._connect_timeout, source.timeout_seconds), source.timeout_seconds)
         deadline = time.monotonic() + source.timeout_seconds
         try:
-            with session.request(
+            with net_guard.request(
+                session,
                 source.method,
-                source.url,
+                url,
+                allow_private=self._allow_private,
                 headers=headers,
                 timeout=timeout,
                 stream=True,
@@ -87,6 +102,8 @@ class HttpRenderer:
                 summary = _header_text(response.headers.get("X-Report-Summary"))
                 rows = _rows(response.headers.get("X-Report-Rows"))
                 disposition = response.headers.get("Content-Disposition", "")
+        except net_guard.TargetRefused as exc:
+            raise RenderError(f"reporting API {where} not allowed: {exc}") from None
         except requests.Timeout:
             raise RenderError(f"reporting API {where} timed out after {source.timeout_seconds:g}s") from None
         except requests.RequestException as exc:
@@ -124,6 +141,18 @@ def _check_status(response: requests.Response, where: str) -> None:
     raise RenderError(f"reporting API {where} answered HTTP {response.status_code}{detail}")
 
 
+def resolve_secrets(text: str, where: str) -> str:
+    """``${env:NAME}`` -> the variable's value; a missing variable fails the render (named, never shown)."""
+
+    def value(match: re.Match[str]) -> str:
+        found = os.environ.get(match.group(1))
+        if found is None:
+            raise RenderError(f"reporting API {where}: environment variable {match.group(1)} is not set")
+        return found
+
+    return SECRET_REF.sub(value, text)
+
+
 def _redacted(url: str) -> str:
     """Scheme, host and path only: query strings often carry API keys."""
     parts = urlsplit(url)
@@ -147,7 +176,7 @@ def _header_text(value: str | None) -> str | None:
     # http.client decodes headers as Latin-1; recover UTF-8 sent by the API.
     with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         value = value.encode("latin-1").decode("utf-8")
-    return " ".join(value.split())[:500]
+    return without_control(" ".join(value.split()))[:500]
 
 
 def _rows(value: str | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from herald.adapters.embedded.log_publisher import LogPublisher
+from herald.domain.errors import StorageUnavailable
 from herald.domain.retry import RetryPolicy
 from herald.ports.blobs import BlobStore
 from herald.ports.clock import Clock, SystemClock
@@ -24,6 +26,8 @@ from herald.settings import Settings
 
 if TYPE_CHECKING:
     from herald.adapters.gcp.scheduler_health import TickHealth
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,18 +72,29 @@ def data_secret(settings: Settings) -> bytes:
 
 
 def build_container(settings: Settings, clock: Clock | None = None, base_dir: Path | None = None) -> Container:
+    """Raises StorageUnavailable (naming the file and the likely cause) when the data
+    folder cannot be used: corrupt, read-only, full or missing."""
     clock = clock or SystemClock()
     if settings.backend == "gcp":
         from herald.bootstrap_gcp import build_gcp_container
 
         return build_gcp_container(settings, clock, base_dir)
-    return build_embedded_container(settings, clock, base_dir)
+    try:
+        return build_embedded_container(settings, clock, base_dir)
+    except OSError as exc:
+        raise StorageUnavailable(f"{exc.filename or settings.data_dir}: {exc.strerror or exc}") from None
 
 
 def _mailer(settings: Settings, clock: Clock) -> Mailer:
     if settings.sendgrid_api_key:
         from herald.adapters.sendgrid_mailer import SendGridMailer
 
+        if not settings.sendgrid_webhook_public_key:
+            log.warning(
+                "SendGrid sending is on but HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY is not set: no event can confirm "
+                "a send whose outcome is unknown (a timeout), so such e-mails are never re-sent automatically; "
+                "they stay 'unknown', the owner alert lists them and resend-to-failed offers them"
+            )
         return SendGridMailer.from_settings(settings, clock=clock)
     from herald.adapters.embedded.outbox import OutboxMailer
 

@@ -116,7 +116,10 @@ def tick() -> Any:
             return error(400, "X-CloudScheduler-ScheduleTime is not an RFC 3339 time")
         now = max(now, container().clock.now())  # a late delivery of the tick still sees the present
     result = scheduling.tick(container(), now)
-    return jsonify({"reports": result.reports, "started": len(result.started), "missed": len(result.missed)})
+    body = {"reports": result.reports, "started": len(result.started), "missed": len(result.missed)}
+    if result.failed:  # those reports' schedules did not advance: the next tick tries again
+        return _not_now({**body, "failed": result.failed}, 30)
+    return jsonify({**body, "reconciled": result.reconciled})
 
 
 @bp.post("/scheduler/watchdog")

@@ -6,10 +6,13 @@ and expiry before serving the file: the embedded twin of a GCS V4 signed URL.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -17,6 +20,18 @@ from urllib.parse import quote, urlencode
 from herald.ports.clock import Clock
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,250}$")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class LocalBlobStore:
@@ -35,11 +50,12 @@ class LocalBlobStore:
     def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)  # atomic: a reader never sees half a report
         meta = {"content_type": content_type, "metadata": metadata or {}}
-        path.with_name(path.name + ".meta.json").write_text(json.dumps(meta))
+        # Meta first, then the file, each through a temporary name of its own: concurrent
+        # writers of the same key never share a temporary file, a reader never sees half a
+        # report, and a report is never visible without its meta.
+        _write_atomic(path.with_name(path.name + ".meta.json"), json.dumps(meta).encode())
+        _write_atomic(path, data)
 
     def get(self, key: str) -> tuple[bytes, str]:
         path = self._path(key)

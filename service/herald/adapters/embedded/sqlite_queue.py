@@ -25,10 +25,12 @@ from pathlib import Path
 
 from herald.adapters.embedded.sqlite_db import SQLiteFile
 from herald.adapters.embedded.sqlite_store import ts
+from herald.domain.errors import StorageUnavailable
 from herald.ports.clock import Clock
 from herald.ports.queue import Task
 
 log = logging.getLogger(__name__)
+STORAGE_PAUSE_SECONDS = 5.0  # a worker that met a full disk looks again this soon (work resumes within a minute)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -227,6 +229,9 @@ class QueueWorkers:
             try:
                 if not self.queue.dispatch_one(self.dispatch):
                     self.queue.wait_for_work(self.stop_event)
+            except StorageUnavailable as exc:  # e.g. a full disk: say so, look again soon, no traceback
+                log.error("queue worker paused: storage unavailable", extra={"error": exc.message})
+                self.stop_event.wait(STORAGE_PAUSE_SECONDS)
             except Exception:  # keep the worker alive; the task stays leased and comes back
                 log.exception("queue worker error")
                 self.stop_event.wait(1.0)

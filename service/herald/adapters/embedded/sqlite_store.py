@@ -243,6 +243,14 @@ class SQLiteStore:
 
         return self._mutate("runs", Run, run_id, change, self._run_columns)
 
+    def release_run_leases(self) -> int:
+        """At start-up the previous process is gone: the run steps it had claimed are free."""
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE runs SET doc=json_set(doc, '$.lease_until', NULL) "
+                "WHERE json_extract(doc, '$.lease_until') IS NOT NULL"
+            ).rowcount
+
     def update_run(self, run_id: str, **fields: Any) -> Run | None:
         return self._mutate("runs", Run, run_id, lambda run: run.model_copy(update=fields), self._run_columns)
 

@@ -19,6 +19,7 @@ import click
 from pydantic import ValidationError
 
 from herald.bootstrap import Container, build_container
+from herald.domain.errors import StorageUnavailable
 from herald.domain.records import Run
 from herald.domain.reports import DefinitionError, ReportDefinition
 from herald.domain.schedules import next_fire_times
@@ -76,7 +77,16 @@ def _container(ctx: click.Context, settings: Settings, base_dir: Path | None = N
     build: Callable[[Settings], Container] | None = ctx.obj.get("build")
     if build is not None:
         return build(settings)
-    return build_container(settings, clock=ctx.obj.get("clock"), base_dir=base_dir)
+    return _built(lambda: build_container(settings, clock=ctx.obj.get("clock"), base_dir=base_dir))
+
+
+def _built(build: Callable[[], Container]) -> Container:
+    """A data folder that cannot be used (corrupt, read-only, full) is a message and exit 2."""
+    try:
+        return build()
+    except StorageUnavailable as exc:
+        click.echo(f"herald: cannot use the data store: {exc.message}", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 def _upsert(container: Container, reports: list[ReportDefinition]) -> None:
@@ -292,12 +302,15 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     definitions = load_definitions(reports_file) if reports_file else []
     configure_logging(settings.log_level)
     base_dir = reports_file.parent.resolve() if reports_file else None
-    container = build_container(settings, base_dir=base_dir)
+    container = _built(lambda: build_container(settings, base_dir=base_dir))
     _upsert(container, definitions)
     app = create_app(container)
     dispatch = in_process_dispatcher(app)
     assert isinstance(container.queue, SQLiteQueue)
     workers = QueueWorkers(container.queue, dispatch, settings.worker_threads)
+    released = getattr(container.store, "release_run_leases", lambda: 0)()  # the previous process is gone
+    if released:
+        click.echo(f"herald: resumed {released} run step(s) the previous process had claimed", err=True)
     from herald.web.security import OPEN_LOOPBACK, QuietRequestHandler
 
     server = make_server(settings.host, settings.port, app, threaded=True, request_handler=QuietRequestHandler)
@@ -362,5 +375,5 @@ def watchdog(ctx: click.Context) -> None:
 
     settings = _settings(data_dir=ctx.obj["data_dir"])
     configure_logging(settings.log_level, settings.gcp_project)
-    result = run_watchdog(build_container(settings))
+    result = run_watchdog(_built(lambda: build_container(settings)))
     click.echo(json.dumps({"open": len(result.found), "new": len(result.new), "posted": result.posted}))

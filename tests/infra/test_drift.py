@@ -41,7 +41,10 @@ NEEDS: dict[str, set[str]] = {
     "tasks_worker_url": ENQUEUERS,
     "tasks_service_account": ENQUEUERS,
     "oidc_audience": {"worker"},
-    "oidc_allowed_emails": {"worker"},
+    # one invoker per internal route family (issue 11): never one list for all three
+    "oidc_tasks_emails": {"worker"},
+    "oidc_pubsub_emails": {"worker"},
+    "oidc_scheduler_emails": {"worker"},
     "pubsub_topics": {"worker", "admin"},
     "scheduler_tick_job": {"worker", "watchdog"},
     "sendgrid_api_key": {"worker"},
@@ -59,9 +62,9 @@ OPTIONAL_IN_GCP: dict[str, str] = {
     "pubsub_emulator_host": "emulators are for tests and local runs",
     "storage_emulator_host": "emulators are for tests and local runs",
     "firestore_emulator_host": "emulators are for tests and local runs",
-    "oidc_tasks_emails": "empty = oidc_allowed_emails (all three invokers) on /tasks; env.tf may narrow it",
-    "oidc_pubsub_emails": "empty = oidc_allowed_emails (all three invokers) on /pubsub; env.tf may narrow it",
-    "oidc_scheduler_emails": "empty = oidc_allowed_emails (all three invokers) on /scheduler; env.tf may narrow it",
+    "allowed_hosts": "the Host allow-list applies to a loopback-bound herald serve only; Cloud Run routes by host",
+    "source_root": "unset = file sources read only under the definitions' folder",
+    "oidc_allowed_emails": "the fallback for a family without its own list; env.tf sets all three, so none falls back",
     "gcs_signing_key_file": "Cloud Run has no key file: URLs are signed through IAM signBlob",
     "gcs_signer_email": "empty = the runtime's own account, which may sign as itself (iam.tf)",
     "watchdog_heartbeat_url": "no dead-man monitor for the watchdog unless an operator sets one",
@@ -231,8 +234,15 @@ def test_names_the_code_knows_match_the_resources(module: HclDir, contract: dict
 def test_oidc_callers_and_audiences_agree(module: HclDir, contract: dict[str, Any]) -> None:
     worker = contract["plain"]["worker"]
     assert worker["HERALD_OIDC_AUDIENCE"] == worker["HERALD_TASKS_WORKER_URL"] == "${local.worker_url}"
-    allowed = norm(worker["HERALD_OIDC_ALLOWED_EMAILS"])
-    assert all(k in allowed for k in ('"tasks"', '"pubsub"', '"scheduler"')), allowed
+    # Each route family accepts exactly its own caller's account (issue 11): a Scheduler
+    # token on /tasks/* or a Pub/Sub token on /scheduler/* is refused by the worker.
+    for family in ("tasks", "pubsub", "scheduler"):
+        value = worker[f"HERALD_OIDC_{family.upper()}_EMAILS"]
+        assert norm(value) == norm(f'${{google_service_account.invoker["{family}"].email}}'), (family, value)
+    # No catch-all list that would let one family's caller into another's routes.
+    assert "HERALD_OIDC_ALLOWED_EMAILS" not in worker
+    # What each caller's token is minted as matches the family it calls.
+    assert worker["HERALD_TASKS_SERVICE_ACCOUNT"] == '${google_service_account.invoker["tasks"].email}'
     text = norm(module.resources("google_pubsub_subscription")["main"])
     assert '"audience":["${local.worker_url}"]' in text and 'invoker["pubsub"]' in text
     tick = norm(module.resources("google_cloud_scheduler_job")["main"])

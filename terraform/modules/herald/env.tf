@@ -23,10 +23,13 @@ locals {
   env_role = {
     worker = {
       HERALD_ROLE = "worker"
-      # Internal routes accept Google OIDC tokens for the worker URL from exactly the
-      # three push callers (ARCHITECTURE.md decision 6).
-      HERALD_OIDC_AUDIENCE       = local.worker_url
-      HERALD_OIDC_ALLOWED_EMAILS = join(",", [for k in ["tasks", "pubsub", "scheduler"] : google_service_account.invoker[k].email])
+      # Internal routes accept Google OIDC tokens for the worker URL, each route family
+      # from its own caller only (ARCHITECTURE.md decision 6, issue 11): a Cloud Scheduler
+      # token is refused on /tasks/*, a Pub/Sub token on /scheduler/*.
+      HERALD_OIDC_AUDIENCE         = local.worker_url
+      HERALD_OIDC_TASKS_EMAILS     = google_service_account.invoker["tasks"].email
+      HERALD_OIDC_PUBSUB_EMAILS    = google_service_account.invoker["pubsub"].email
+      HERALD_OIDC_SCHEDULER_EMAILS = google_service_account.invoker["scheduler"].email
     }
     ingress = {
       HERALD_ROLE = "ingress"

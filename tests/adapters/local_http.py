@@ -104,9 +104,17 @@ def local_server(routes: dict[str, Route] | None = None) -> Iterator[LocalServer
         thread.join(timeout=5)
 
 
+_CLOSED: list[socket.socket] = []  # held for the whole test process
+
+
 def closed_port_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens: connections are refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """A URL on 127.0.0.1 where nothing listens: connections are refused at once.
+
+    The port stays bound (never listening) by this process, so no other process can
+    start listening on it between this call and the test's request.
+    """
+    if not _CLOSED:
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: the kernel refuses connections
+        _CLOSED.append(holder)
+    return f"http://127.0.0.1:{_CLOSED[0].getsockname()[1]}"

@@ -19,7 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 HERALD = Path(sys.executable).parent / "herald"
 
 
+START_ATTEMPTS = 3  # ports tried when `herald serve` loses its port to another process
+READY_LINE = "Herald is serving on"  # printed by `herald serve` once it has bound its port
+IN_USE = "Address already in use"
+
+
 def free_port() -> int:
+    """A port that was free a moment ago. `herald serve` is told its port, so another
+    process may take it first: ``HeraldProcess.start`` retries on another port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -36,11 +43,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+class PortTaken(Exception):
+    """`herald serve` could not bind the port it was given."""
+
+
 class HeraldProcess:
     def __init__(
         self, data_dir: Path, reports: list[dict[str, Any]], env: dict[str, str] | None = None, port: int = 0
     ) -> None:
         self.data_dir = data_dir
+        self.port_chosen = not port  # ours to change if another process takes it first
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.reports_file = data_dir / "reports.yaml"
@@ -58,21 +70,40 @@ class HeraldProcess:
         self.session = requests.Session()
 
     def start(self) -> HeraldProcess:
-        log = (self.data_dir / "serve.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(HERALD), "serve", "--reports", str(self.reports_file)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(self._healthy, 30, "herald serve to answer /healthz")
-        return self
+        for _attempt in range(START_ATTEMPTS):
+            log_path = self.data_dir / "serve.log"
+            self._log_from = log_path.stat().st_size if log_path.exists() else 0  # this start's lines only
+            log = log_path.open("ab")
+            self.proc = subprocess.Popen(
+                [str(HERALD), "serve", "--reports", str(self.reports_file)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_until(self._healthy, 30, "herald serve to answer /healthz")
+                return self
+            except PortTaken:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.env["HERALD_PORT"] = str(self.port)
+        raise AssertionError(f"herald serve lost its port {START_ATTEMPTS} times: {self.log_tail()}")
+
+    def _this_start_log(self) -> str:
+        path = self.data_dir / "serve.log"
+        with path.open("rb") as log:
+            log.seek(self._log_from)
+            return log.read().decode(errors="replace")
 
     def _healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
+            if self.port_chosen and IN_USE in self._this_start_log():
+                raise PortTaken(self.port)
             raise AssertionError(f"herald serve exited with {self.proc.returncode}: {self.log_tail()}")
+        if READY_LINE not in self._this_start_log():
+            return False  # not bound yet: whatever answers on the port now is not ours
         try:
             return self.session.get(f"{self.url}/healthz", timeout=1).status_code == 200
         except requests.RequestException:

@@ -2,11 +2,13 @@
 
 ``firestore_emulator`` (session) starts the emulator's jar directly with java on a free
 port — not through ``gcloud emulators firestore start``, whose wrapper does not exec, so
-killing it would leave java running — waits (bounded) until ``GET /`` answers ``Ok`` and
-kills it at the end of the session. ``firestore_client`` (per test) is a client on a
-project id of its own, so tests never see each other's documents; the project's
-documents are deleted afterwards. A missing java or jar FAILS the test: a skipped
-emulator test would hide exactly the gap it exists to catch.
+killing it would leave java running — waits (bounded) until it has logged that it is
+running and ``GET /`` answers ``Ok``, and kills it at the end of the session. The port is
+given on the command line, so another process can take it first: java then exits with a
+``BindException`` and the start is tried again on another port (START_ATTEMPTS).
+``firestore_client`` (per test) is a client on a project id of its own, so tests never
+see each other's documents; the project's documents are deleted afterwards.
+A missing java or jar FAILS the test: a skipped emulator test would hide exactly the gap it exists to catch.
 
 ``run_firestore_emulator`` is the same start/stop as a plain context manager, for
 ``bench/`` which runs outside pytest.
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 FIRESTORE_JAR = Path("/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar")
 FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 START_TIMEOUT = 60.0  # seconds; ~1 s on an idle machine, much more on a busy 2-core one
+START_ATTEMPTS = 3  # ports tried before giving up
+READY_LINE = "Dev App Server is now running."  # logged once it listens
 _ENV_LOCK = threading.Lock()  # the client reads FIRESTORE_EMULATOR_HOST once, in its constructor
 
 
@@ -94,23 +98,36 @@ def run_firestore_emulator(log_dir: Path | None = None) -> Iterator[FirestoreEmu
         raise EmulatorError("java is not installed: the Firestore emulator needs Java 17 (google-cloud-cli)")
     if not FIRESTORE_JAR.exists():
         raise EmulatorError(f"Firestore emulator jar not found at {FIRESTORE_JAR} (install google-cloud-cli)")
-    port = _free_port()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="firestore-emulator-"))
-    emulator = FirestoreEmulator(f"127.0.0.1:{port}", log_dir / "firestore-emulator.log")
-    argv = [java, "-cp", str(FIRESTORE_JAR), FIRESTORE_MAIN, "start", "--host=127.0.0.1", f"--port={port}"]
-    with emulator.log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers_ok(emulator.host):
-            if proc.poll() is not None:
-                raise EmulatorError(f"Firestore emulator exited with {proc.returncode}:\n{emulator.log_tail()}")
-            if time.monotonic() > deadline:
-                raise EmulatorError(f"Firestore emulator not ready after {START_TIMEOUT:.0f} s:\n{emulator.log_tail()}")
-            time.sleep(0.1)  # polling interval of a bounded readiness loop, not a wait for time
-        yield emulator
-    finally:
-        _stop(proc)
+    problems: list[str] = []
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = _free_port()
+        emulator = FirestoreEmulator(f"127.0.0.1:{port}", log_dir / f"firestore-emulator.{attempt}.log")
+        argv = [java, "-cp", str(FIRESTORE_JAR), FIRESTORE_MAIN, "start", "--host=127.0.0.1", f"--port={port}"]
+        with emulator.log_path.open("wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            problem = _wait_ready(emulator, proc)
+            if problem is None:
+                yield emulator
+                return
+            problems.append(f"port {port}: {problem}")
+        finally:
+            _stop(proc)
+    raise EmulatorError(f"Firestore emulator did not start in {START_ATTEMPTS} attempts:\n" + "\n".join(problems))
+
+
+def _wait_ready(emulator: FirestoreEmulator, proc: subprocess.Popen[bytes]) -> str | None:
+    """None once our own process logged that it runs and answers ``Ok``; else why not."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:  # e.g. BindException: the port was taken first
+            return f"exited with {proc.returncode}:\n{emulator.log_tail()}"
+        if READY_LINE in emulator.log_tail() and _answers_ok(emulator.host):
+            return None
+        if time.monotonic() > deadline:
+            return f"not ready after {START_TIMEOUT:.0f} s:\n{emulator.log_tail()}"
+        time.sleep(0.1)  # polling interval of a bounded readiness loop, not a wait for time
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -369,3 +369,119 @@ def test_router_turns_a_renderer_crash_into_a_render_error(tmp_path: Path) -> No
 
     with pytest.raises(RenderError, match="pdf source failed unexpectedly: RuntimeError: clock unplugged"):
         router.render(request_for(definition({"type": "pdf"})))
+
+
+# --- confinement (issue 11) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.pdf", "link.pdf", "sub/../../outside.pdf"])
+def test_file_sources_read_only_under_the_root(tmp_path: Path, path: str) -> None:
+    root = tmp_path / "defs"
+    root.mkdir()
+    (tmp_path / "outside.pdf").write_bytes(PDF_BYTES)
+    (root / "link.pdf").symlink_to(tmp_path / "outside.pdf")
+    with pytest.raises(RenderError, match="outside the source root"):
+        FileRenderer(root).render(request_for(file_definition(path)))
+
+
+def test_a_configured_root_admits_absolute_paths_under_it(tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "pnl-2026-11.pdf").write_bytes(PDF_BYTES)
+    renderer = FileRenderer(tmp_path / "defs", root=exports)
+    assert renderer.render(request_for(file_definition(str(exports / "pnl-{period}.pdf")))).data == PDF_BYTES
+    with pytest.raises(RenderError, match="outside the source root"):
+        renderer.render(request_for(file_definition("/etc/hostname")))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/computeMetadata/v1/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[fe80::1]/r",
+        "http://[::ffff:169.254.169.254]/r",
+        "http://0.0.0.0/r",
+        "ftp://reports.example.com/r",
+    ],
+)
+def test_definitions_refuse_metadata_link_local_and_odd_targets(url: str) -> None:
+    with pytest.raises(ValueError, match=r"http\.url"):
+        http_definition(url)
+    with pytest.raises(ValueError, match="heartbeat_url"):
+        definition({"type": "pdf"}, heartbeat_url=url)
+
+
+def test_slack_webhook_targets_are_checked_too() -> None:
+    with pytest.raises(ValueError, match="slack"):
+        definition({"type": "pdf"}, recipients={"slack": ["https://169.254.169.254/services/x"]})
+
+
+def test_loopback_and_private_targets_need_the_setting() -> None:
+    with local_server({"/r": lambda seen: Reply(200, PDF_BYTES, {"Content-Type": "application/pdf"})}) as server:
+        report = http_definition(f"{server.url}/r")
+        with pytest.raises(RenderError, match="private or loopback"):
+            HttpRenderer().render(request_for(report))
+        assert server.seen == []  # refused before a byte was sent
+        assert HttpRenderer(allow_private=True).render(request_for(report)).data == PDF_BYTES
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_at_connect_time() -> None:
+    # "2130706433" passes the URL check (it is a name, not an IP literal), but the C
+    # resolver turns it into 127.0.0.1: the address actually connected to is what counts.
+    with local_server({"/r": lambda seen: Reply(200, PDF_BYTES, {"Content-Type": "application/pdf"})}) as server:
+        port = server.url.rsplit(":", 1)[1]
+        with pytest.raises(RenderError, match=r"resolved to 127\.0\.0\.1 is a private or loopback"):
+            HttpRenderer().render(request_for(http_definition(f"http://2130706433:{port}/r")))
+        assert server.seen == []
+
+
+def test_redirects_are_rechecked_and_bounded() -> None:
+    routes = {
+        "/to-metadata": lambda seen: Reply(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"}),
+        "/loop": lambda seen: Reply(302, b"", {"Location": "/loop"}),
+        "/hop": lambda seen: Reply(307, b"", {"Location": "/r"}),
+        "/r": lambda seen: Reply(200, PDF_BYTES, {"Content-Type": "application/pdf"}),
+    }
+    with local_server(routes) as server:
+        renderer = HttpRenderer(allow_private=True)
+        with pytest.raises(RenderError, match="metadata"):
+            renderer.render(request_for(http_definition(f"{server.url}/to-metadata")))
+        with pytest.raises(RenderError, match="more than 5 redirects"):
+            renderer.render(request_for(http_definition(f"{server.url}/loop")))
+        assert len([s for s in server.seen if s.path == "/loop"]) == 6
+        assert renderer.render(request_for(http_definition(f"{server.url}/hop", method="POST"))).data == PDF_BYTES
+        assert server.seen[-1].path == "/r" and server.seen[-1].method == "POST"
+
+
+def test_env_references_are_resolved_when_the_request_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_TEST_REPORTS_TOKEN", "tok-from-env")
+    monkeypatch.setenv("HERALD_TEST_REPORTS_KEY", "key-from-env")
+    with local_server({"/r": lambda seen: Reply(200, PDF_BYTES, {"Content-Type": "application/pdf"})}) as server:
+        report = http_definition(
+            f"{server.url}/r?key=${{env:HERALD_TEST_REPORTS_KEY}}",
+            headers={"Authorization": "Bearer ${env:HERALD_TEST_REPORTS_TOKEN}"},
+        )
+        HttpRenderer(allow_private=True).render(request_for(report))
+        (seen,) = server.seen
+    assert seen.headers["Authorization"] == "Bearer tok-from-env" and seen.query["key"] == ["key-from-env"]
+    assert report.source.headers["Authorization"] == "Bearer ${env:HERALD_TEST_REPORTS_TOKEN}"  # never stored resolved
+    monkeypatch.delenv("HERALD_TEST_REPORTS_TOKEN")
+    with pytest.raises(RenderError, match="HERALD_TEST_REPORTS_TOKEN is not set"):
+        HttpRenderer(allow_private=True).render(request_for(report))
+
+
+def test_debug_logs_of_urllib3_carry_no_query_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    with local_server({"/r": lambda seen: Reply(200, PDF_BYTES, {"Content-Type": "application/pdf"})}) as server:
+        HttpRenderer(allow_private=True).render(request_for(http_definition(f"{server.url}/r?api_key=key-abc123")))
+    urllib3_lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert any("/r?REDACTED" in line for line in urllib3_lines), urllib3_lines
+    assert "key-abc123" not in caplog.text
+
+
+def test_summary_headers_from_the_provider_lose_control_characters() -> None:
+    reply = Reply(200, PDF_BYTES, {"Content-Type": "application/pdf", "X-Report-Summary": "ok\x07 \x1b[31mred"})
+    with local_server({"/r": lambda seen: reply}) as server:
+        rendered = HttpRenderer(allow_private=True).render(request_for(http_definition(f"{server.url}/r")))
+    assert rendered.summary is not None and "\x07" not in rendered.summary and "\x1b" not in rendered.summary

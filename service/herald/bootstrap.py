@@ -130,8 +130,15 @@ def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | 
         blobs=LocalBlobStore(settings.data_dir / "blobs", secret, settings.public_url, clock),
         mailer=_mailer(settings, clock),
         chat=_chat(settings),
-        source=SourceRouter(base_dir=base_dir or Path.cwd(), timeout_seconds=settings.http_timeout_seconds),
-        heartbeat=HttpHeartbeat(timeout_seconds=settings.heartbeat_timeout_seconds),
+        source=SourceRouter(
+            base_dir=base_dir or Path.cwd(),
+            timeout_seconds=settings.http_timeout_seconds,
+            root=settings.source_root,
+            allow_private=settings.allow_private_targets,
+        ),
+        heartbeat=HttpHeartbeat(
+            timeout_seconds=settings.heartbeat_timeout_seconds, allow_private=settings.allow_private_targets
+        ),
         secret=secret,
         retry=RetryPolicy(delays=settings.retry_delays, max_retries=settings.max_retries),
     )

@@ -112,8 +112,15 @@ def build_gcp_container(settings: Settings, clock: Clock, base_dir: Path | None 
         blobs=GcsBlobStore.from_settings(settings),
         mailer=_mailer(settings, clock),
         chat=_chat(settings),
-        source=SourceRouter(base_dir=base_dir or Path.cwd(), timeout_seconds=settings.http_timeout_seconds),
-        heartbeat=HttpHeartbeat(timeout_seconds=settings.heartbeat_timeout_seconds),
+        source=SourceRouter(
+            base_dir=base_dir or Path.cwd(),
+            timeout_seconds=settings.http_timeout_seconds,
+            root=settings.source_root,
+            allow_private=settings.allow_private_targets,
+        ),
+        heartbeat=HttpHeartbeat(
+            timeout_seconds=settings.heartbeat_timeout_seconds, allow_private=settings.allow_private_targets
+        ),
         secret=settings.secret_key.encode(),
         retry=RetryPolicy(delays=settings.retry_delays, max_retries=settings.max_retries),
         events=PubSubPublisher.from_settings(settings),

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 
 from herald import __version__
+from herald.adapters import net_guard
 from herald.domain.errors import DeliveryError
 from herald.ports.heartbeat import HeartbeatState
 
@@ -83,9 +84,14 @@ class HttpHeartbeat:
     DeliveryError: timeouts, refused connections, 429 and 5xx are transient (the
     notification retries within the monitor's grace), other 4xx permanent."""
 
-    def __init__(self, timeout_seconds: float, session: requests.Session | None = None) -> None:
+    def __init__(
+        self, timeout_seconds: float, session: requests.Session | None = None, *, allow_private: bool = False
+    ) -> None:
         self._timeout = timeout_seconds
-        self._session = session or requests.Session()
+        self._allow_private = allow_private
+        # Monitor URLs come from definitions: the guarded session refuses metadata, link-local
+        # and (unless allowed) private addresses at connect time too, so DNS cannot rebind past it.
+        self._session = session or net_guard.guarded_session(allow_private)
         self._session.headers["User-Agent"] = USER_AGENT
 
     def ping(self, url: str, state: HeartbeatState, run_id: str, message: str = "") -> None:
@@ -99,16 +105,22 @@ class HttpHeartbeat:
             if url_style(url) == "cronitor":
                 if text:
                     target += ("&" if "?" in target else "?") + urlencode({"message": text})
-                response = self._session.get(target, timeout=self._timeout)
+                method, body = "GET", None
             else:
-                response = self._session.post(target, data=text.encode(), timeout=self._timeout)
+                method, body = "POST", text.encode()
+            with net_guard.request(
+                self._session, method, target, allow_private=self._allow_private, data=body, timeout=self._timeout
+            ) as response:
+                status = response.status_code
+        except net_guard.TargetRefused as exc:
+            log.warning("heartbeat refused", extra={**context, "error": str(exc)})
+            raise DeliveryError(f"monitor address not allowed: {exc}", permanent=True) from None
         except requests.Timeout:
             log.warning("heartbeat timed out", extra={**context, "timeout_seconds": self._timeout})
             raise DeliveryError(f"monitor did not answer within {self._timeout:g} s", permanent=False) from None
         except requests.RequestException as exc:
             log.warning("heartbeat failed", extra={**context, "error": type(exc).__name__})
             raise DeliveryError(f"monitor unreachable ({type(exc).__name__})", permanent=False) from None
-        status = response.status_code
         if 200 <= status < 300:
             log.info("heartbeat sent", extra=context)
             return

@@ -2,7 +2,10 @@
 
 SendGrid signs ``timestamp + raw body`` with ECDSA P-256 / SHA-256 and sends the base64
 DER signature and the timestamp in two headers; the verification key it shows is the
-base64 DER of the public key. Tests make their own key pair.
+base64 DER of the public key (SendGrid's "Event Webhook security features" page). Tests
+make their own key pair and sign with ``cryptography`` from that description; every
+signature is also checked with the ``sendgrid`` library's own ``EventWebhook`` helper,
+so the signer cannot drift from what SendGrid's code accepts.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sendgrid.helpers.eventwebhook import EventWebhook
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -30,8 +34,15 @@ class EventSigner:
 
     def headers(self, body: bytes, timestamp: int) -> dict[str, str]:
         signature = self.private_key.sign(str(timestamp).encode() + body, ec.ECDSA(hashes.SHA256()))
+        encoded = base64.b64encode(signature).decode()
+        try:
+            text = body.decode("utf-8")  # the helper wants the payload as text
+        except UnicodeDecodeError:
+            text = None  # a deliberately broken body: nothing for the helper to check
+        if text is not None:
+            assert EventWebhook(self.public_key).verify_signature(text, encoded, str(timestamp))
         return {
-            SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+            SIGNATURE_HEADER: encoded,
             TIMESTAMP_HEADER: str(timestamp),
             "Content-Type": "application/json",
         }

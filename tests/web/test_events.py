@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from herald.domain import ids
 from herald.domain.states import RunStatus
 from herald.services.scheduling import apply_definitions
 from herald.web.app import create_app
-from herald.web.events import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from herald.web.events import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests import factories
 from tests.drive import drain
+from tests.support.oracles import event_signature as signature
+from tests.support.oracles import snapshot
 
 SECRET = "salesforce-signing-secret"
 OLD_SECRET = "old-salesforce-secret"
@@ -71,10 +72,10 @@ def post(client, c, event: Any, *, secret: str = SECRET, skew: int = 0, source: 
 def test_a_valid_event_starts_the_matching_report_with_params_and_contacts(client, c):
     response = post(client, c, deal())
     assert response.status_code == 202
-    run_id = ids.event_run_id("client-onboarding", "salesforce", "evt-1")
+    [run_id] = response.get_json()["runs"]  # its stability is the replay test's and test_boundaries' to check
     assert response.get_json() == {"event_id": "evt-1", "runs": [run_id], "replayed": False}
     run = c.store.get_run(run_id)
-    assert run.trigger == "event" and run.status == RunStatus.PENDING
+    assert run.report_id == "client-onboarding" and run.trigger == "event" and run.status == RunStatus.PENDING
     assert run.params == {"client_id": "acc-42", "client_name": "Acme Ltd", "kind": "first"}
     assert run.extra_recipients == ["ceo@acme.example", "cfo@acme.example"]  # the bad contact is skipped
     drain(c)
@@ -92,6 +93,7 @@ def test_an_event_that_matches_no_condition_starts_nothing(client, c):
 
 
 def test_a_forged_signature_is_403_and_starts_nothing(client, c):
+    before = snapshot(c)
     assert post(client, c, deal(), secret="guessed").status_code == 403
     body = json.dumps(deal()).encode()
     stamp = str(int(c.clock.now().timestamp()))
@@ -99,20 +101,25 @@ def test_a_forged_signature_is_403_and_starts_nothing(client, c):
     headers = {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(SECRET, stamp, body)}
     assert client.post("/webhooks/events/salesforce", data=tampered, headers=headers).status_code == 403
     assert c.store.list_runs().items == []
+    assert snapshot(c) == before
 
 
 @pytest.mark.parametrize(
     "headers",
     [{}, {TIMESTAMP_HEADER: "123"}, {SIGNATURE_HEADER: "v1=ab"}, {TIMESTAMP_HEADER: "soon", SIGNATURE_HEADER: "v1=ab"}],
 )
-def test_unsigned_requests_are_401(client, headers):
+def test_unsigned_requests_are_401(client, c, headers):
+    before = snapshot(c)
     assert client.post("/webhooks/events/salesforce", json=deal(), headers=headers).status_code == 401
+    assert snapshot(c) == before
 
 
 def test_a_stale_or_future_timestamp_is_refused_even_when_signed(client, c):
+    before = snapshot(c)
     assert post(client, c, deal(), skew=-301).status_code == 401
     assert post(client, c, deal(), skew=301).status_code == 401
     assert c.store.list_runs().items == []
+    assert snapshot(c) == before
     assert post(client, c, deal(), skew=-299).status_code == 202
 
 

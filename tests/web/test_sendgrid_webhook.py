@@ -13,6 +13,7 @@ from herald.services import runs
 from herald.services.scheduling import apply_definitions
 from tests import factories
 from tests.drive import drain
+from tests.support.oracles import snapshot
 from tests.support.sendgrid_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventSigner, event
 
 URL = "/webhooks/sendgrid"
@@ -64,26 +65,32 @@ def test_tampered_body_is_403_and_changes_nothing(client, c, signer, sent):
     body = json.dumps([event("bounce", d, c.clock.now(), reason="550 no such user")]).encode()
     headers = signer.headers(body, int(c.clock.now().timestamp()))
     tampered = body.replace(b"bounce", b"deliv")
+    before = snapshot(c)
     assert client.post(URL, data=tampered, headers=headers).status_code == 403
     assert c.store.get_delivery(d.id).status == DeliveryStatus.SENT
     assert c.store.list_suppressions() == []
+    assert snapshot(c) == before
     # Nothing was remembered either: the genuine batch still applies.
     assert client.post(URL, data=body, headers=headers).json["applied"] == 1
 
 
 def test_another_key_is_403(client, c, sent):
     d = sent["a@example.com"]
+    before = snapshot(c)
     assert post(client, c, EventSigner(), [event("delivered", d, c.clock.now())]).status_code == 403
+    assert snapshot(c) == before
 
 
 @pytest.mark.parametrize("skew", [-601, 601])
 def test_stale_or_future_timestamps_are_403(client, c, signer, sent, skew):
     d = sent["a@example.com"]
+    before = snapshot(c)
     response = post(
         client, c, signer, [event("delivered", d, c.clock.now())], at=c.clock.now() + timedelta(seconds=skew)
     )
     assert response.status_code == 403
     assert c.store.get_delivery(d.id).status == DeliveryStatus.SENT
+    assert snapshot(c) == before
 
 
 def test_inside_the_tolerance_is_accepted(client, c, signer, sent):
@@ -98,13 +105,19 @@ def test_unsigned_is_401(client, c, signer, sent, drop):
     headers = signer.headers(body, int(c.clock.now().timestamp()))
     for name in [SIGNATURE_HEADER, TIMESTAMP_HEADER] if drop == "both" else [drop]:
         headers.pop(name)
+    before = snapshot(c)
     assert client.post(URL, data=body, headers=headers).status_code == 401
+    assert snapshot(c) == before
 
 
-@pytest.mark.parametrize("signature", ["not base64!", "AAAA", ""])
-def test_garbage_signatures_are_refused(client, c, signature):
+# The contract: 401 when a signature header is missing (an empty one counts as missing),
+# 403 when a signature is there and does not verify.
+@pytest.mark.parametrize(("signature", "status"), [("not base64!", 403), ("AAAA", 403), ("", 401)])
+def test_garbage_signatures_are_refused(client, c, signature, status):
     headers = {SIGNATURE_HEADER: signature, TIMESTAMP_HEADER: str(int(c.clock.now().timestamp()))}
-    assert client.post(URL, data=b"[]", headers=headers).status_code in (401, 403)
+    before = snapshot(c)
+    assert client.post(URL, data=b"[]", headers=headers).status_code == status
+    assert snapshot(c) == before
 
 
 @pytest.mark.parametrize("body", [b"{not json", b'{"event": "delivered"}', b'"text"', b"\xff\xfe"])

@@ -27,3 +27,13 @@ def client(app):
 @pytest.fixture
 def internal_headers(c):
     return {INTERNAL_HEADER: internal_token(c.secret)}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """The fuzz totals by status code (tests/web/test_fuzz.py), for the issue note."""
+    import sys
+
+    fuzz = sys.modules.get("tests.web.test_fuzz")
+    line = fuzz.fuzz_summary() if fuzz is not None else None
+    if line:
+        terminalreporter.write_line(line)

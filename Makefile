@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TOOLS := .tools
 TEST_DEPS :=
 
-.PHONY: venv runtime run test lint typecheck bench clean
+.PHONY: venv runtime run run-gcp test lint typecheck bench clean
 
 # The runtime alone (requirements.txt): what `make run` needs and all it installs.
 $(VENV)/.runtime: requirements.txt pyproject.toml
@@ -31,6 +31,13 @@ venv: $(VENV)/.installed
 run: runtime ## start Herald on the embedded backend with the example reports (installs the runtime only)
 	@echo "herald is in $(VENV)/bin: 'source $(VENV)/bin/activate' puts it on PATH"
 	$(VENV)/bin/herald serve --reports examples/reports.yaml
+
+# The gcp backend on this machine (tools/gcp_stack.py): Firestore, Pub/Sub and Cloud Tasks
+# emulators, fake-gcs-server, Terraform's queue / topics / push subscriptions / bucket,
+# the worker, ingress and admin roles under gunicorn behind a local Google front end
+# (OIDC) and IAP, the example reports applied, the tick every minute. Ctrl-C stops it all.
+run-gcp: runtime gcp-emulators ## the whole gcp backend on one machine, on emulators
+	$(PY) -m tools.gcp_stack
 
 test: venv $(TEST_DEPS) ## install what the tests need and run the whole suite
 	$(VENV)/bin/ruff check service tests jobs bench tools

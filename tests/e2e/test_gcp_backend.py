@@ -15,6 +15,9 @@ small local proxy that plays Google's part: it mints the OIDC token Google would
 key whose certificate Herald fetches) and forwards the request. What the token would
 contain is checked where it is decided: the task request's oidc_token fields in the
 Cloud Tasks adapter's unit tests, the subscription's push config in Terraform.
+
+The stack is started by tools/gcp_stack.py, the launcher `make run-gcp` runs (one
+gunicorn with HERALD_ROLE=all here; tests/e2e/test_run_gcp.py runs the three roles).
 """
 
 from __future__ import annotations
@@ -22,38 +25,31 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
 import requests
+from tools import gcp_stack
+from tools.gcp_stack import Emulators, Front, Issuer, invoker_emails
 
 from herald.domain.states import DeliveryStatus, RunStatus
 from herald.services.scheduling import apply_definitions
 from herald.settings import Settings
 from tests import factories
-from tests.adapters.gcp.test_oidc import CertsServer, make_key, token
-from tests.support.gcp_emulators import LOCATION, PROJECT, QUEUE, free_port
+from tests.support.gcp_emulators import LOCATION, PROJECT
 from tests.support.sendgrid_sink import SendGridSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
 
-ROOT = Path(__file__).resolve().parents[2]
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-TASKS_SA = "herald-tasks@herald-test.iam.gserviceaccount.com"
-PUSH_SA = "herald-push@herald-test.iam.gserviceaccount.com"
-SCHED_SA = "herald-scheduler@herald-test.iam.gserviceaccount.com"
-CALLER = {"tasks": TASKS_SA, "pubsub": PUSH_SA, "scheduler": SCHED_SA}
+CALLER = invoker_emails(PROJECT)  # route family -> the service account Google presents
+TASKS_SA, PUSH_SA, SCHED_SA = CALLER["tasks"], CALLER["pubsub"], CALLER["scheduler"]
 RECIPIENTS = ["ana@example.com", "bo@example.com", "cy@example.com"]
 INTERNAL_ROUTES = [
     "/tasks/runs/execute",
@@ -78,80 +74,19 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @dataclass
-class Forwarded:
-    path: str
-    body: bytes
-    status: int
-
-
-@dataclass
-class GoogleProxy:
-    """Stands where Google's front end stands: adds the caller's OIDC token, forwards."""
-
-    target: str
-    signer: Any
-    seen: list[Forwarded] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> GoogleProxy:
-        proxy = self
-        session = requests.Session()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                family = self.path.strip("/").split("/")[0]
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
-                headers["Authorization"] = f"Bearer {token(proxy.signer, aud=proxy.url, email=CALLER[family])}"
-                answer = session.post(proxy.target + self.path, data=body, headers=headers, timeout=60)
-                with proxy.lock:
-                    proxy.seen.append(Forwarded(self.path, body, answer.status_code))
-                self.send_response(answer.status_code)
-                for name in ("Content-Type", "Retry-After"):
-                    if name in answer.headers:
-                        self.send_header(name, answer.headers[name])
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def count(self, path: str, status: int | None = None) -> int:
-        with self.lock:
-            return sum(1 for f in self.seen if f.path == path and (status is None or f.status == status))
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
-@dataclass
 class Stack:
     herald_url: str
-    proxy: GoogleProxy
+    proxy: Front  # Google's front end: adds the caller's OIDC token, forwards to Herald
     sink: SendGridSink
     settings: Settings
     c: Any  # a Container on the same emulators, for the test's own reads and setup
-    signer: Any
+    issuer: Issuer
     topics: dict[str, str]
     log_path: Path
 
     def call(self, path: str, email: str, **kwargs: Any) -> requests.Response:
         """Call Herald directly with a token for ``email`` (audience: the worker URL)."""
-        headers = {"Authorization": f"Bearer {token(self.signer, aud=self.proxy.url, email=email)}"}
+        headers = {"Authorization": f"Bearer {self.issuer.id_token(self.proxy.url, email)}"}
         headers.update(kwargs.pop("headers", {}))
         return requests.post(self.herald_url + path, headers=headers, timeout=30, **kwargs)
 
@@ -167,97 +102,42 @@ def stack(
     pubsub_emulator: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    from herald.adapters.gcp.gcs_blobs import build_client as build_gcs
-    from herald.adapters.gcp.pubsub import build_publisher_client
     from herald.bootstrap_gcp import build_gcp_container
     from herald.ports.clock import SystemClock
 
     tmp = tmp_path_factory.mktemp("gcp-e2e")
-    certs = CertsServer()
-    signer, pem = make_key("e2e-key")
-    certs.certs["e2e-key"] = pem
     sink = SendGridSink().start()
-    port = free_port()
-    herald_url = f"http://127.0.0.1:{port}"
-    proxy = GoogleProxy(herald_url, signer).start()
-
     suffix = uuid.uuid4().hex[:8]
-    bucket = f"herald-e2e-{suffix}"
-    build_gcs(PROJECT, gcs_emulator).create_bucket(bucket)
     topics = {"runs": f"herald-runs-{suffix}", "deliveries": f"herald-deliveries-{suffix}"}
-    publisher = build_publisher_client(pubsub_emulator)
-    for topic in topics.values():
-        publisher.create_topic(name=f"projects/{PROJECT}/topics/{topic}", timeout=10)
     firestore_emulator.reset(PROJECT)
-
-    env = {
-        "HERALD_BACKEND": "gcp",
-        "HERALD_ROLE": "all",
-        "HERALD_DATA_DIR": str(tmp / "data"),
-        "HERALD_BASE_URL": herald_url,
-        "HERALD_SECRET_KEY": "e2e-secret",
-        "HERALD_LOG_LEVEL": "INFO",
-        "HERALD_GCP_PROJECT": PROJECT,
-        "HERALD_GCP_LOCATION": LOCATION,
-        "HERALD_FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
-        "HERALD_TASKS_QUEUE": QUEUE,
-        "HERALD_TASKS_EMULATOR_HOST": tasks_emulator,
-        "HERALD_TASKS_WORKER_URL": proxy.url,
-        "HERALD_TASKS_SERVICE_ACCOUNT": TASKS_SA,
-        "HERALD_OIDC_AUDIENCE": proxy.url,
-        "HERALD_OIDC_TASKS_EMAILS": TASKS_SA,
-        "HERALD_OIDC_PUBSUB_EMAILS": PUSH_SA,
-        "HERALD_OIDC_SCHEDULER_EMAILS": SCHED_SA,
-        "HERALD_OIDC_CERTS_URL": certs.url,
-        "HERALD_GCS_BUCKET": bucket,
-        "HERALD_STORAGE_EMULATOR_HOST": gcs_emulator,
-        "HERALD_PUBSUB_EMULATOR_HOST": pubsub_emulator,
-        "HERALD_PUBSUB_TOPICS": json.dumps(topics),
-        "HERALD_SENDGRID_API_KEY": "SG.e2e",
-        "HERALD_SENDGRID_HOST": sink.url,
-    }
-    with mock.patch.dict(os.environ, env):  # parsed from the environment, as gunicorn's process does
+    try:
+        started = gcp_stack.start_stack(
+            project=PROJECT,
+            location=LOCATION,
+            log_dir=tmp / "logs",
+            data_dir=tmp / "data",
+            emulators=Emulators(firestore_emulator.host, pubsub_emulator, tasks_emulator, gcs_emulator),
+            roles=("all",),
+            topics=topics,
+            bucket=f"herald-e2e-{suffix}",
+            extra_env={"HERALD_SENDGRID_API_KEY": "SG.e2e", "HERALD_SENDGRID_HOST": sink.url},
+        )
+    except gcp_stack.StackError as exc:
+        sink.stop()
+        pytest.fail(str(exc), pytrace=False)
+    with mock.patch.dict(os.environ, started.env["all"]):  # parsed from the environment, as gunicorn's process does
         settings = Settings()
     c = build_gcp_container(settings, SystemClock())
-    log_path = tmp / "gunicorn.log"
-    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "FIRESTORE_", "STORAGE_"))}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env={**clean_env, **env, "PORT": str(port)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    built = Stack(herald_url, proxy, sink, settings, c, signer, topics, log_path)
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {proc.returncode}:\n{built.log_tail()}")
-        try:
-            return requests.get(f"{herald_url}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
+    process = started.roles["all"]
+    built = Stack(process.host, started.worker_front, sink, settings, c, started.issuer, topics, process.log_path)
     try:
-        wait_for(healthy, 60, "gunicorn to answer /healthz")
         yield built
     finally:
-        proc.terminate()  # SIGTERM, as Cloud Run sends
-        try:
-            code = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-            code = None
-        proxy.stop()
+        codes = started.stop()  # SIGTERM, as Cloud Run sends
         sink.stop()
-        certs.httpd.shutdown()
-        certs.httpd.server_close()
-        publisher.stop()
         with contextlib.suppress(OSError):
             firestore_emulator.reset(PROJECT)
-        assert code == 0, f"gunicorn did not stop cleanly on SIGTERM ({code}):\n{built.log_tail()}"
+        assert codes == {"all": 0}, f"gunicorn did not stop cleanly on SIGTERM ({codes}):\n{built.log_tail()}"
 
 
 def pull_subscription(stack: Stack, key: str) -> tuple[Any, str]:

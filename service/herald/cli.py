@@ -42,12 +42,12 @@ def _settings(**overrides: Any) -> Settings:
         sys.exit(EXIT_INVALID)
 
 
-def load_definitions(path: Path) -> list[ReportDefinition]:
+def load_definitions(path: Path, root: Path | None = None) -> list[ReportDefinition]:
     """Parse and validate a file or folder, references resolved; exit 2 with every problem listed."""
     from herald.services import definitions
 
     try:
-        return definitions.load(path)
+        return definitions.load(path, root)
     except DefinitionError as exc:
         click.echo(f"{path}: {len(exc.problems)} problem(s), nothing applied:", err=True)
         for line in exc.problems:
@@ -128,11 +128,11 @@ def apply(ctx: click.Context, path: Path, check: bool, offline: bool, actor: str
     from herald.services import definitions
     from herald.store_factory import StoreConfigError, build_store, store_exists
 
-    reports = load_definitions(path)
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    reports = load_definitions(path, settings.source_root)
     if check and offline:
         click.echo(f"{path}: {len(reports)} report(s) valid (offline: not compared with the store)")
         return
-    settings = _settings(data_dir=ctx.obj["data_dir"])
     now = _clock(ctx).now()
     try:
         store = build_store(settings) if not check or store_exists(settings) else None
@@ -299,7 +299,7 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     settings = _settings(data_dir=ctx.obj["data_dir"], host=host, port=port)
     if settings.backend != "embedded":
         raise click.ClickException("`herald serve` runs the embedded backend; on gcp use gunicorn (see Dockerfile)")
-    definitions = load_definitions(reports_file) if reports_file else []
+    definitions = load_definitions(reports_file, settings.source_root) if reports_file else []
     configure_logging(settings.log_level)
     base_dir = reports_file.parent.resolve() if reports_file else None
     container = _built(lambda: build_container(settings, base_dir=base_dir))

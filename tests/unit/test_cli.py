@@ -267,3 +267,13 @@ def test_apply_on_gcp_needs_only_the_firestore_it_writes(tmp_path, monkeypatch, 
         assert "plan: 0 added, 0 changed, 0 disabled, 3 unchanged" in again.output, again.output
     finally:
         firestore_emulator.reset(project)
+
+
+def test_a_data_file_outside_the_definitions_folder_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "secret.csv").write_text("k,v\napi,s3cret\n")
+    source = {"type": "pdf", "data_file": "../secret.csv"}
+    path = write_file(tmp_path / "defs" / "reports.yaml", [factories.report(source=source).model_dump(mode="json")])
+    refused = invoke(tmp_path, "apply", path)
+    assert refused.exit_code == 2 and "is outside" in refused.output and "HERALD_SOURCE_ROOT" in refused.output
+    monkeypatch.setenv("HERALD_SOURCE_ROOT", str(tmp_path))  # the operator widens it on purpose
+    assert invoke(tmp_path, "apply", path).exit_code == 0

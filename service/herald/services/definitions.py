@@ -51,8 +51,11 @@ def definition_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_file(path: Path) -> list[ReportDefinition]:
-    """One file, validated as a whole, references resolved; every problem in one DefinitionError."""
+def load_file(path: Path, root: Path | None = None) -> list[ReportDefinition]:
+    """One file, validated as a whole, references resolved; every problem in one DefinitionError.
+
+    What a definition refers to must lie under ``root`` (HERALD_SOURCE_ROOT; default the
+    YAML file's folder), as the file renderer confines its reads (issue 11)."""
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -67,7 +70,7 @@ def load_file(path: Path) -> list[ReportDefinition]:
     resolved = []
     for report in reports:
         try:
-            resolved.append(resolve_references(report, base_dir))
+            resolved.append(resolve_references(report, base_dir, root))
         except ValueError as exc:
             problems.append(f"report {report.id!r}: {exc}")
     if problems:
@@ -75,7 +78,7 @@ def load_file(path: Path) -> list[ReportDefinition]:
     return resolved
 
 
-def load(path: Path) -> list[ReportDefinition]:
+def load(path: Path, root: Path | None = None) -> list[ReportDefinition]:
     """A file or a folder of files; report ids are unique across all of them."""
     problems: list[str] = []
     reports: list[ReportDefinition] = []
@@ -83,7 +86,7 @@ def load(path: Path) -> list[ReportDefinition]:
     folder = path.is_dir()
     for file in definition_files(path):
         try:
-            loaded = load_file(file)
+            loaded = load_file(file, root)
         except DefinitionError as exc:  # in a folder, each problem names its file
             problems.extend(
                 f"{file.name}: {line}" if folder and not line.startswith(str(file)) else line for line in exc.problems
@@ -100,16 +103,18 @@ def load(path: Path) -> list[ReportDefinition]:
     return reports
 
 
-def resolve_references(report: ReportDefinition, base_dir: Path) -> ReportDefinition:
+def resolve_references(report: ReportDefinition, base_dir: Path, root: Path | None = None) -> ReportDefinition:
     """Make the definition self-contained: what it refers to, read relative to ``base_dir``.
 
     A ``data_file`` with ``{period}`` in its name differs per run, so it cannot be read
     now: it becomes an absolute path instead (it renders only where that path exists)."""
     source = report.source
+    confine = (root or base_dir).resolve()
     if isinstance(source, PdfSource) and source.data_file is not None:
         path = Path(source.data_file)
         if not path.is_absolute():
             path = base_dir / path
+        _confined("source.data_file", path, confine)
         if "{period}" in source.data_file:
             new_source: PdfSource | FileSource = source.model_copy(update={"data_file": str(path)})
         else:
@@ -117,9 +122,18 @@ def resolve_references(report: ReportDefinition, base_dir: Path) -> ReportDefini
             table = TableData(columns=columns, rows=rows)
             new_source = PdfSource(type="pdf", title=source.title, data=table)
         return report.model_copy(update={"source": new_source})
-    if isinstance(source, FileSource) and not Path(source.path).is_absolute():
-        return report.model_copy(update={"source": source.model_copy(update={"path": str(base_dir / source.path)})})
+    if isinstance(source, FileSource):
+        path = Path(source.path) if Path(source.path).is_absolute() else base_dir / source.path
+        _confined("source.path", path, confine)
+        return report.model_copy(update={"source": source.model_copy(update={"path": str(path)})})
     return report
+
+
+def _confined(field_name: str, path: Path, root: Path) -> None:
+    # {period} is not a path component that can climb out: check the folder it names.
+    probe = Path(str(path).replace("{period}", "period"))
+    if not probe.resolve().is_relative_to(root):
+        raise ValueError(f"{field_name}: {path} is outside {root} (set HERALD_SOURCE_ROOT to allow another folder)")
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[Any]]]:

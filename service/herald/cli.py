@@ -267,10 +267,17 @@ def wait_for_run(
 @main.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
-    """Reports, their next fire time and last run."""
-    container = _container(ctx, _settings(data_dir=ctx.obj["data_dir"]))
-    for stored in container.store.list_reports():
-        last = container.store.list_runs(report_id=stored.definition.id, limit=1).items
+    """Reports, their next fire time and last run (reads the store only, like apply)."""
+    from herald.store_factory import StoreConfigError, build_store
+
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    try:
+        store = _container(ctx, settings).store if ctx.obj.get("build") else build_store(settings)
+    except StoreConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INVALID)
+    for stored in store.list_reports():
+        last = store.list_runs(report_id=stored.definition.id, limit=1).items
         click.echo(
             json.dumps(
                 {

@@ -1,4 +1,7 @@
-"""HttpHeartbeat against a real local server recording what each monitor style receives."""
+"""HttpHeartbeat against a real local server recording what each monitor style receives.
+
+The adapter acknowledges or raises DeliveryError (transient: retry inside the monitor's
+grace; permanent: a retry cannot help); the notification that carries the ping retries."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import uuid
 
 import pytest
 
+from herald import __version__
 from herald.adapters.heartbeat import HttpHeartbeat, ping_url, run_rid, url_style
+from herald.domain.errors import DeliveryError
 from tests.adapters.local_http import Reply, closed_port_url, local_server
 
 CHECK = "5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278"
@@ -18,15 +23,22 @@ def ok(seen: object) -> Reply:
     return Reply(200, b"OK")
 
 
+def local(timeout: float = 2) -> HttpHeartbeat:
+    return HttpHeartbeat(timeout_seconds=timeout, allow_private=True)  # the test monitor is on loopback
+
+
 def test_healthchecks_style_pings_start_success_and_fail_with_one_rid_per_run() -> None:
     routes = {f"/{CHECK}": ok, f"/{CHECK}/start": ok, f"/{CHECK}/fail": ok}
     with local_server(routes) as server:
-        heartbeat = HttpHeartbeat(timeout_seconds=2)
+        heartbeat = local()
         url = f"{server.url}/{CHECK}"
-        results = [heartbeat.ping(url, state, RUN) for state in ("start", "success", "fail")]
+        for state in ("start", "success", "fail"):
+            heartbeat.ping(url, state, RUN, f"Board pack 07:00: {state}")
         heartbeat.ping(url, "start", "r-another-run")
 
-    assert results == [True, True, True]
+    assert {seen.method for seen in server.seen} == {"POST"}  # the body is the ping's log line
+    assert server.seen[2].body == b"Board pack 07:00: fail"
+    assert server.seen[0].headers["User-Agent"].startswith(f"Herald/{__version__}")
     assert [seen.path for seen in server.seen] == [f"/{CHECK}/start", f"/{CHECK}", f"/{CHECK}/fail", f"/{CHECK}/start"]
     rids = [seen.query["rid"][0] for seen in server.seen]
     assert rids[0] == rids[1] == rids[2] == run_rid(RUN)
@@ -36,14 +48,16 @@ def test_healthchecks_style_pings_start_success_and_fail_with_one_rid_per_run() 
 
 def test_cronitor_style_by_marker_sends_state_and_series_on_the_same_path() -> None:
     with local_server({"/p/API-KEY/board-pack": ok}) as server:
-        heartbeat = HttpHeartbeat(timeout_seconds=2)
+        heartbeat = local()
         url = f"{server.url}/p/API-KEY/board-pack#cronitor"
-        results = [heartbeat.ping(url, state, RUN) for state in ("start", "success", "fail")]
+        for state in ("start", "success", "fail"):
+            heartbeat.ping(url, state, RUN, "" if state == "start" else "2 sent")
 
-    assert results == [True, True, True]
     assert {seen.path for seen in server.seen} == {"/p/API-KEY/board-pack"}
     assert [seen.query for seen in server.seen] == [
-        {"state": [state], "series": [RUN]} for state in ("run", "complete", "fail")
+        {"state": ["run"], "series": [RUN]},
+        {"state": ["complete"], "series": [RUN], "message": ["2 sent"]},
+        {"state": ["fail"], "series": [RUN], "message": ["2 sent"]},
     ]
 
 
@@ -65,29 +79,48 @@ def test_ping_urls_keep_existing_query_and_drop_the_marker() -> None:
     )
 
 
-def test_a_non_2xx_answer_is_false() -> None:
-    with local_server({}) as server:  # every path is a 404, as for an unknown check
-        assert HttpHeartbeat(timeout_seconds=2).ping(f"{server.url}/{CHECK}", "success", RUN) is False
+def test_an_unknown_check_is_a_permanent_failure_and_a_503_a_transient_one() -> None:
+    with local_server({f"/{CHECK}": lambda seen: Reply(503, b"busy")}) as server:
+        with pytest.raises(DeliveryError) as busy:
+            local().ping(f"{server.url}/{CHECK}", "success", RUN)
+        with pytest.raises(DeliveryError) as unknown:  # every other path is a 404, as for an unknown check
+            local().ping(f"{server.url}/other", "success", RUN)
+    assert not busy.value.permanent and unknown.value.permanent
 
 
-def test_a_monitor_that_is_down_is_false_and_logged_without_the_secret(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_monitor_that_is_down_is_transient_and_logged_without_the_secret(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="herald.adapters.heartbeat")
 
-    assert HttpHeartbeat(timeout_seconds=2).ping(f"{closed_port_url()}/{CHECK}", "start", RUN) is False
+    with pytest.raises(DeliveryError) as down:
+        local().ping(f"{closed_port_url()}/{CHECK}", "start", RUN)
 
+    assert not down.value.permanent
     (record,) = caplog.records
     assert record.getMessage() == "heartbeat failed"
     assert record.__dict__["run_id"] == RUN
     assert CHECK not in caplog.text and CHECK not in str(record.__dict__)
 
 
-def test_a_slow_monitor_times_out_and_is_false(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_slow_monitor_times_out_as_a_transient_failure(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="herald.adapters.heartbeat")
-    with local_server({f"/{CHECK}": lambda seen: Reply(200, b"OK", hold=True)}) as server:
-        assert HttpHeartbeat(timeout_seconds=0.2).ping(f"{server.url}/{CHECK}", "success", RUN) is False
+    hung = {f"/{CHECK}": lambda seen: Reply(200, b"OK", hold=True)}
+    with local_server(hung) as server, pytest.raises(DeliveryError) as slow:
+        local(timeout=0.2).ping(f"{server.url}/{CHECK}", "success", RUN)
 
+    assert not slow.value.permanent
     assert [r.getMessage() for r in caplog.records] == ["heartbeat timed out"]
 
 
-def test_a_malformed_url_is_false_not_an_exception() -> None:
-    assert HttpHeartbeat(timeout_seconds=1).ping("http://[::1", "start", RUN) is False
+def test_a_malformed_url_is_a_permanent_failure_not_a_crash() -> None:
+    with pytest.raises(DeliveryError) as bad:
+        local(timeout=1).ping("http://[::1", "start", RUN)
+    assert bad.value.permanent
+
+
+def test_metadata_and_unallowed_private_monitors_are_refused_before_any_request() -> None:
+    with local_server({f"/{CHECK}": ok}) as server:
+        with pytest.raises(DeliveryError) as private:
+            HttpHeartbeat(timeout_seconds=1).ping(f"{server.url}/{CHECK}", "start", RUN)
+        with pytest.raises(DeliveryError) as metadata:
+            local().ping("http://169.254.169.254/computeMetadata/v1/", "start", RUN)
+    assert private.value.permanent and metadata.value.permanent and server.seen == []

@@ -12,10 +12,10 @@ import yaml
 from herald.domain.reports import parse_definitions
 from herald.domain.states import RunStatus
 from herald.services.scheduling import apply_definitions
-from herald.web.app import create_app
 from herald.web.events import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from tests import factories
 from tests.drive import drain
+from tests.web.serving import served_on_loopback
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SECRETS = {"salesforce": "dev-sf-secret", "erp": "dev-erp-secret"}
@@ -35,7 +35,7 @@ def test_the_example_signer_signs_as_herald_verifies():
 def test_the_sample_events_start_the_client_report_and_the_waiting_board_pack(tmp_path):
     c = factories.container(tmp_path, event_secrets=SECRETS)
     apply_definitions(c, parse_definitions(yaml.safe_load((EXAMPLES / "events.yaml").read_text())))
-    client = create_app(c).test_client()
+    client = served_on_loopback(c).test_client()
     sign = send_event_module().sign
 
     def post(source: str, name: str):

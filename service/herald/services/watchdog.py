@@ -336,7 +336,7 @@ def _summarise(c: Container, rest: list[Alert], now: datetime) -> int:
 
 def _ping(c: Container, state: HeartbeatState, now: datetime) -> None:
     if c.settings.watchdog_heartbeat_url:  # the watchdog's own dead-man switch, as a durable ping
-        rid = f"watchdog-{now:%Y%m%dT%H%M%S}"
+        rid = f"watchdog-{now:%Y%m%dT%H%M%S.%f}"  # one ping per pass
         alerts.heartbeat(
             c, state=state, run=None, report_id=None, message=f"watchdog pass {state}", rid=rid, url_from="watchdog"
         )

@@ -7,7 +7,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORT=8080 \
-    HERALD_DATA_DIR=/tmp/herald
+    HERALD_DATA_DIR=/tmp/herald \
+    HERALD_ALLOW_PRIVATE_TARGETS=false
+
+# Secure by default (issue 11): this command never opens /api or /admin without
+# credentials, whatever HERALD_HOST says. Give HERALD_API_TOKEN (and HERALD_ADMIN_TOKEN
+# on the embedded backend), or run the gcp backend behind IAP; without them both answer
+# 401. Outbound URLs from definitions may not reach private, loopback, link-local or
+# metadata addresses unless HERALD_ALLOW_PRIVATE_TARGETS=true.
 
 WORKDIR /app
 

@@ -485,3 +485,14 @@ def test_summary_headers_from_the_provider_lose_control_characters() -> None:
     with local_server({"/r": lambda seen: reply}) as server:
         rendered = HttpRenderer(allow_private=True).render(request_for(http_definition(f"{server.url}/r")))
     assert rendered.summary is not None and "\x07" not in rendered.summary and "\x1b" not in rendered.summary
+
+
+def test_check_resolved_judges_every_address_a_name_has() -> None:
+    from herald.adapters.net_guard import TargetRefused, check_resolved
+
+    # userinfo is not the host: "hooks.slack.com@2130706433" goes to 127.0.0.1
+    with pytest.raises(TargetRefused, match="resolves to 127"):
+        check_resolved("https://hooks.slack.com@2130706433/services/x", False)
+    with pytest.raises(TargetRefused, match="loopback"):
+        check_resolved("http://2130706433/hook", False)
+    check_resolved("http://2130706433/hook", True)  # allowed by the setting

@@ -53,6 +53,27 @@ def check_url(url: str, allow_private: bool) -> None:
         raise TargetRefused(f"{_where(url)}: {problem}")
 
 
+def check_resolved(url: str, allow_private: bool, timeout: float = 5.0) -> None:
+    """``check_url`` plus every address the host resolves to now. For clients that do not
+    go through ``guarded_session`` (slack_sdk's WebhookClient uses urllib): weaker than the
+    connect-time check, since a name may resolve differently a moment later."""
+    check_url(url, allow_private)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    previous = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except OSError as exc:
+        raise TargetRefused(f"{_where(url)}: cannot resolve ({exc.strerror or exc})") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    for info in infos:
+        problem = address_problem(str(info[4][0]), allow_private)
+        if problem:
+            raise TargetRefused(f"{_where(url)} resolves to {problem}")
+
+
 def _where(url: str) -> str:
     try:
         parts = urlsplit(url)

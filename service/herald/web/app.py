@@ -25,6 +25,17 @@ ROUTES_BY_ROLE: dict[str, set[str]] = {
 }
 
 
+def _warn_closed(settings: Settings) -> None:
+    """gunicorn / the image: say at start which route sets refuse every caller (issue 11)."""
+    import logging
+
+    serves = settings.role in ("all", "admin")
+    if serves and not settings.api_token and not (settings.backend == "gcp" and settings.iap_audience):
+        logging.getLogger(__name__).warning("HERALD_API_TOKEN is not set: /api answers 401 to every caller")
+    if serves and settings.backend != "gcp" and not (settings.admin_token or settings.api_token):
+        logging.getLogger(__name__).warning("HERALD_ADMIN_TOKEN is not set: /admin is closed (sign-in refused)")
+
+
 def create_app(container: Container | None = None, settings: Settings | None = None) -> Flask:
     """Build the app. With no container, wire one from the environment (gunicorn's entry)."""
     if container is None:
@@ -33,6 +44,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
 
         configure_logging(settings.log_level, getattr(settings, "gcp_project", ""))
         container = build_container(settings)
+        _warn_closed(container.settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 32 * 1024 * 1024  # SendGrid event batches can be large
     app.extensions["herald"] = container

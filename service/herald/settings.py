@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # address `herald serve` binds
     port: int = 8080  # port `herald serve` binds
     base_url: str = ""  # public URL used in links; defaults to http://host:port
-    api_token: str = ""  # bearer token for /api; empty = open on loopback only
+    api_token: str = ""  # bearer token for /api; empty = open only to loopback callers of loopback-bound serve
     secret_key: str = ""  # HMAC key for blob links and internal calls; generated per data dir if empty
     log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr
 
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     watchdog_max_alerts: int = 10  # alerts posted one by one per pass; more are summarised in one message
 
     # Admin (/admin pages). Embedded backend: a login with a token; gcp backend: behind IAP.
-    admin_token: str = ""  # /admin login token (secret); empty = HERALD_API_TOKEN; neither = open on loopback only
+    admin_token: str = ""  # /admin login (secret); empty = HERALD_API_TOKEN; neither = loopback-bound serve only
     iap_audience: str = ""  # gcp: audience of the IAP JWT /admin accepts (/projects/NUMBER/...); empty = admin closed
     # IAP's ES256 keys by key id, PEM; the -jwk variant of this URL needs pyjwt, which Herald does not ship.
     iap_certs_url: str = "https://www.gstatic.com/iap/verify/public_key"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from herald.bootstrap import Container
+from herald.ports.container import Container
 from herald.services import delivery, notifications, runs
 from herald.services.tasks import EXECUTE_RUN, FINISH_RUN, SEND_DELIVERY, SEND_NOTIFICATION
 from tests.fakes import RecordingQueue

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from herald.adapters.embedded.local_blobs import LocalBlobStore
+from herald.adapters.embedded.log_publisher import LogPublisher
 from herald.adapters.embedded.sqlite_store import SQLiteStore
-from herald.bootstrap import Container
 from herald.domain.reports import ReportDefinition
 from herald.domain.retry import RetryPolicy
 from herald.ports.clock import FakeClock
+from herald.ports.container import Container
 from herald.settings import Settings
 from tests.fakes import RecordingHeartbeat, RecordingQueue, ScriptedChat, ScriptedMailer, StaticSource
 
@@ -52,4 +53,5 @@ def container(tmp_path: Path, clock: FakeClock | None = None, **settings: Any) -
         heartbeat=RecordingHeartbeat(),
         secret=b"test-secret",
         retry=RetryPolicy(delays=config.retry_delays, max_retries=config.max_retries),
+        events=LogPublisher(),
     )

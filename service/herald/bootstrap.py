@@ -1,62 +1,24 @@
-"""The composition root: the one place that decides which adapters are wired."""
+"""The composition root: the one place that decides which adapters are wired.
+
+It builds the ports bundle (herald.ports.container.Container) for the embedded backend
+here and for gcp in bootstrap_gcp, which takes the channel adapters it shares from here
+as arguments (so the two modules do not import each other)."""
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from herald.adapters.embedded.log_publisher import LogPublisher
 from herald.domain.errors import StorageUnavailable
 from herald.domain.retry import RetryPolicy
-from herald.ports.blobs import BlobStore
 from herald.ports.clock import Clock, SystemClock
-from herald.ports.events import EventPublisher
-from herald.ports.heartbeat import Heartbeat
+from herald.ports.container import Container
 from herald.ports.messages import Chat, Mailer
-from herald.ports.queue import TaskQueue
-from herald.ports.sources import Source
-from herald.ports.store import Store
 from herald.settings import Settings
 
-if TYPE_CHECKING:
-    from herald.adapters.gcp.scheduler_health import TickHealth
-
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Container:
-    settings: Settings
-    clock: Clock
-    store: Store
-    queue: TaskQueue
-    blobs: BlobStore
-    mailer: Mailer
-    chat: Chat
-    source: Source
-    heartbeat: Heartbeat
-    secret: bytes
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    # Herald's own events (run completed, delivery failed): Pub/Sub on gcp, the log otherwise.
-    events: EventPublisher = field(default_factory=LogPublisher)
-    # Is the tick itself alive? gcp: the Cloud Scheduler tick job's state (for the watchdog);
-    # None on the embedded backend, whose ticker is in-process.
-    tick_health: Callable[[], TickHealth] | None = None
-    # One transaction around a state change and the tasks it implies. Embedded: the store
-    # and the queue share one SQLite database, so both commit or neither does. gcp:
-    # Firestore and Cloud Tasks cannot share one; the tick's reconciler re-enqueues work
-    # that made no progress within its lease (services/reconcile.py).
-    atomic: Callable[[], AbstractContextManager[Any]] = nullcontext
-
-    @property
-    def lease(self) -> timedelta:
-        return timedelta(seconds=self.settings.lease_seconds)
 
 
 def data_secret(settings: Settings) -> bytes:
@@ -78,7 +40,7 @@ def build_container(settings: Settings, clock: Clock | None = None, base_dir: Pa
     if settings.backend == "gcp":
         from herald.bootstrap_gcp import build_gcp_container
 
-        return build_gcp_container(settings, clock, base_dir)
+        return build_gcp_container(settings, clock, base_dir, mailer=_mailer(settings, clock), chat=_chat(settings))
     try:
         return build_embedded_container(settings, clock, base_dir)
     except OSError as exc:
@@ -124,6 +86,7 @@ def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | 
     return Container(
         settings=settings,
         clock=clock,
+        events=LogPublisher(),
         store=SQLiteStore(db),
         queue=SQLiteQueue(db, clock),
         atomic=db.write,

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from herald.bootstrap import Container, _chat, _mailer
 from herald.domain.retry import RetryPolicy
 from herald.ports.clock import Clock
+from herald.ports.container import Container
+from herald.ports.messages import Chat, Mailer
 from herald.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,7 +94,9 @@ def _require(settings: Settings, *names: str) -> None:
         raise GcpConfigError(f"HERALD_BACKEND=gcp needs {', '.join(missing)}")
 
 
-def build_gcp_container(settings: Settings, clock: Clock, base_dir: Path | None = None) -> Container:
+def build_gcp_container(
+    settings: Settings, clock: Clock, base_dir: Path | None = None, *, mailer: Mailer, chat: Chat
+) -> Container:
     from herald.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
     from herald.adapters.gcp.firestore_store import FirestoreStore
     from herald.adapters.gcp.gcs_blobs import GcsBlobStore
@@ -110,8 +113,8 @@ def build_gcp_container(settings: Settings, clock: Clock, base_dir: Path | None 
         store=FirestoreStore(build_firestore_client(settings)),
         queue=CloudTasksQueue.from_settings(settings),
         blobs=GcsBlobStore.from_settings(settings),
-        mailer=_mailer(settings, clock),
-        chat=_chat(settings),
+        mailer=mailer,
+        chat=chat,
         source=SourceRouter(
             base_dir=base_dir or Path.cwd(),
             timeout_seconds=settings.http_timeout_seconds,

@@ -18,13 +18,14 @@ from zoneinfo import ZoneInfo
 import click
 from pydantic import ValidationError
 
-from herald.bootstrap import Container, build_container
+from herald.bootstrap import build_container
 from herald.domain.errors import StorageUnavailable
 from herald.domain.records import Run
 from herald.domain.reports import DefinitionError, ReportDefinition
 from herald.domain.schedules import next_fire_times
 from herald.domain.states import RunStatus
 from herald.ports.clock import Clock, SystemClock
+from herald.ports.container import Container
 from herald.settings import Settings
 
 EXIT_INVALID = 2

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     lease_seconds: float = 120.0  # how long a claimed delivery is held before another worker may take it
     link_ttl_seconds: int = 7 * 24 * 3600  # lifetime of a recipient's download link (7 days)
     worker_threads: int = 8  # embedded backend: task worker threads
-    http_timeout_seconds: float = 10.0  # timeout of heartbeat pings and the http source's connect
+    http_timeout_seconds: float = 10.0  # the http source's connect timeout (and fetching Google's / IAP's keys)
 
     # Mail / chat (outbox files unless credentials are set)
     mail_from: str = "reports@herald.local"  # From address of report and alert e-mails

@@ -8,6 +8,7 @@ would, with nothing around it.
 
 from __future__ import annotations
 
+from herald.domain.errors import StorageUnavailable
 from herald.ports.store import Store
 from herald.settings import Settings
 
@@ -40,4 +41,7 @@ def build_store(settings: Settings) -> Store:
         return FirestoreStore(build_firestore_client(settings))
     from herald.adapters.embedded.sqlite_store import SQLiteStore
 
-    return SQLiteStore(settings.data_dir / "herald.db")
+    try:
+        return SQLiteStore(settings.data_dir / "herald.db")
+    except StorageUnavailable as exc:  # corrupt, read-only, full: one readable line
+        raise StoreConfigError(f"herald: cannot use the data store: {exc.message}") from None

@@ -16,7 +16,7 @@ import hmac
 import sqlite3
 from typing import Any
 
-from herald.bootstrap import Container
+from herald.ports.container import Container
 from tests.fakes import RecordingQueue, ScriptedChat, ScriptedMailer
 
 

@@ -25,3 +25,10 @@ class EventPublisher(Protocol):
     def publish(self, topic_key: str, event: dict[str, Any], ordering_key: str | None = None) -> None:
         """Publish one event; returns once the transport accepted it, else raises PublishError."""
         ...
+
+
+class DiscardingPublisher:
+    """No subscriber: events are dropped (a container built without an event adapter, e.g. in tests)."""
+
+    def publish(self, topic_key: str, event: dict[str, Any], ordering_key: str | None = None) -> None:
+        return None

@@ -3,9 +3,9 @@ stored and sent once as durable notifications (services/notifications.py)."""
 
 from __future__ import annotations
 
-from herald.bootstrap import Container
 from herald.domain.ids import alert_id, heartbeat_id
 from herald.domain.records import Alert, ChannelSend, Run
+from herald.ports.container import Container
 from herald.ports.heartbeat import HeartbeatState
 from herald.services.notifications import HEARTBEAT, notify
 

@@ -6,10 +6,10 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from herald.bootstrap import Container
 from herald.domain.errors import DeliveryError
 from herald.domain.records import MAX_ATTEMPT_LOG, Delivery
 from herald.domain.states import DELIVERY_OPEN, DeliveryStatus
+from herald.ports.container import Container
 from herald.services import events, feedback, messages
 from herald.services.tasks import finish_run_task, send_task
 

@@ -24,11 +24,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from herald.bootstrap import Container
 from herald.domain.periods import period_label
 from herald.domain.records import Run
 from herald.domain.reports import JOB_PATTERN, Dependency, ReportDefinition
 from herald.domain.states import RunStatus
+from herald.ports.container import Container
 from herald.ports.store import pages
 from herald.services.tasks import execute_run_task, finish_run_task, release_run_task
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from herald.bootstrap import Container
 from herald.domain.records import Delivery, Run
+from herald.ports.container import Container
 from herald.ports.events import PublishError
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from herald.bootstrap import Container
 from herald.domain.records import Delivery
 from herald.domain.states import DELIVERY_TRANSITIONS, DeliveryStatus
+from herald.ports.container import Container
 from herald.ports.store import Suppression
 from herald.services.tasks import finish_run_task
 

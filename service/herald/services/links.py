@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from herald.bootstrap import Container
 from herald.domain import ids
 from herald.domain.records import Delivery
 from herald.domain.states import DeliveryStatus
+from herald.ports.container import Container
 from herald.ports.store import Suppression
 from herald.services.tasks import send_task
 

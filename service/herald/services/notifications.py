@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from herald.bootstrap import Container
 from herald.domain.errors import DeliveryError
 from herald.domain.ids import heartbeat_id
 from herald.domain.records import Alert, ChannelSend
 from herald.domain.retry import RetryPolicy
+from herald.ports.container import Container
 from herald.ports.heartbeat import HeartbeatState
 from herald.ports.messages import ChatMessage, EmailMessage
 from herald.services.tasks import notify_task

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from herald.bootstrap import Container
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.states import DELIVERY_OPEN, DeliveryStatus, RunStatus
+from herald.ports.container import Container
 from herald.ports.queue import Task
 from herald.ports.store import Page, pages
 from herald.services.tasks import (

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from herald.bootstrap import Container
 from herald.domain.records import MAX_ATTEMPT_LOG, Delivery
 from herald.domain.states import RUN_FINAL, DeliveryStatus, RunStatus
+from herald.ports.container import Container
 from herald.ports.store import Page, pages
 from herald.services.tasks import send_task
 

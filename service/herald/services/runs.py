@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from herald.bootstrap import Container
 from herald.domain import ids
 from herald.domain.errors import RenderError
 from herald.domain.periods import period_label
 from herald.domain.records import Delivery, Run, Trigger
 from herald.domain.reports import ReportDefinition, render_summary
 from herald.domain.states import DELIVERY_NOT_DELIVERED, DeliveryStatus, RunStatus, run_outcome
+from herald.ports.container import Container
 from herald.ports.heartbeat import HeartbeatState
 from herald.ports.sources import RenderRequest
 from herald.ports.store import pages

@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from herald.bootstrap import Container
 from herald.domain import ids
 from herald.domain.reports import ReportDefinition
 from herald.domain.schedules import next_fire_time, slots_between
 from herald.domain.states import RunStatus
+from herald.ports.container import Container
 from herald.ports.store import StoredReport
 from herald.services.definitions import upsert
 from herald.services.reconcile import reconcile

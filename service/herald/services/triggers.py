@@ -19,11 +19,11 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, ValidationError
 
-from herald.bootstrap import Container
 from herald.domain import ids
 from herald.domain.paths import is_path, parse_path, resolve
 from herald.domain.records import Run
 from herald.domain.reports import EventTrigger, ReportDefinition
+from herald.ports.container import Container
 from herald.services import dependencies
 from herald.services.runs import new_run, submit_run
 

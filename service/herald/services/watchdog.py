@@ -27,17 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from herald.bootstrap import Container
 from herald.domain.ids import alert_id
 from herald.domain.records import Alert, Run
 from herald.domain.reports import ReportDefinition, parse_duration
 from herald.domain.schedules import slots_between
 from herald.domain.states import RunStatus
+from herald.ports.container import Container
 from herald.ports.heartbeat import HeartbeatState
 from herald.ports.store import pages
+from herald.ports.tick import TickState
 from herald.services import alerts, dependencies
 from herald.settings import Settings
 
@@ -48,20 +48,6 @@ MISSED_LOOKBACK = timedelta(days=2)  # missed runs older than this were alerted 
 MAX_SLOTS_PER_REPORT = 24  # a long-dead tick: the most recent slots are named, the count is given
 PAGE = 500
 TICK_FILE = "ticker.last"
-
-
-class TickState(Protocol):
-    """What the watchdog needs of a tick health report (adapters/gcp/scheduler_health.TickHealth)."""
-
-    @property
-    def last_attempt_at(self) -> datetime | None: ...
-    @property
-    def last_status_ok(self) -> bool | None: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def last_status_message(self) -> str: ...
-    def healthy(self, now: datetime, max_silence: timedelta) -> bool: ...
 
 
 @dataclass

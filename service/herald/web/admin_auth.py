@@ -40,8 +40,8 @@ from typing import Any
 
 from flask import Flask, current_app, g, render_template, request, session
 
-from herald.bootstrap import Container
 from herald.domain.strict import same_secret
+from herald.ports.container import Container
 from herald.settings import Settings
 from herald.web.security import open_without_credentials
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Flask, jsonify
 
-from herald.bootstrap import Container, build_container
+from herald.bootstrap import build_container
+from herald.ports.container import Container
 from herald.settings import Settings
 from herald.web import errors, security, trace
 

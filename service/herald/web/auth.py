@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from flask import current_app, request
 
-from herald.bootstrap import Container
 from herald.domain.strict import same_secret
+from herald.ports.container import Container
 from herald.web.errors import error
 from herald.web.security import open_without_credentials
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request
 
-from herald.bootstrap import Container
 from herald.domain.records import Delivery
 from herald.domain.strict import has_control, strict_int
+from herald.ports.container import Container
 from herald.services import links
 from herald.web.auth import container
 

@@ -38,7 +38,7 @@ from flask import Blueprint, request
 from pydantic import ValidationError
 
 from herald.adapters.gcp.pubsub import EnvelopeError, PushMessage, parse_push_envelope
-from herald.bootstrap import Container
+from herald.ports.container import Container
 from herald.web.auth import container, internal
 from herald.web.errors import error
 

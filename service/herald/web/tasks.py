@@ -16,7 +16,7 @@ from typing import Any, Literal
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from herald.bootstrap import Container
+from herald.ports.container import Container
 from herald.services import delivery, notifications, runs, scheduling, watchdog
 from herald.web.auth import container, internal
 from herald.web.errors import error

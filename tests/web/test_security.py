@@ -470,3 +470,12 @@ def test_refused_pubsub_messages_log_their_id_and_reason(client, c, internal_hea
     assert set(refused) == {"m-101", "m-102"}, refused
     assert "period" in refused["m-101"]
     assert c.store.get_job_status("warehouse-etl", "not a period") is None
+
+
+def test_pubsub_data_nested_too_deeply_is_dead_lettered_and_logged(client, internal_headers, caplog):
+    import base64
+
+    deep = base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    envelope = {"message": {"data": deep, "messageId": "m-deep"}, "subscription": "s"}
+    assert client.post("/pubsub/job-status", json=envelope, headers=internal_headers).status_code == 400
+    assert any(getattr(r, "message_id", "") == "m-deep" for r in caplog.records)

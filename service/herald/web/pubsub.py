@@ -97,6 +97,8 @@ def _intake(handle: Callable[[Container, PushMessage], Any]) -> Any:
         message = parse_push_envelope(body)
     except EnvelopeError as exc:
         return _refuse(str(exc), _envelope_id(body))
+    except RecursionError:  # base64 data nested past what json.loads can parse
+        return _refuse("message data nested too deeply", _envelope_id(body))
     c = container()
     try:
         outcome = handle(c, message)

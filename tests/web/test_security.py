@@ -479,3 +479,14 @@ def test_pubsub_data_nested_too_deeply_is_dead_lettered_and_logged(client, inter
     envelope = {"message": {"data": deep, "messageId": "m-deep"}, "subscription": "s"}
     assert client.post("/pubsub/job-status", json=envelope, headers=internal_headers).status_code == 400
     assert any(getattr(r, "message_id", "") == "m-deep" for r in caplog.records)
+
+
+def test_a_browsers_same_origin_form_post_with_origin_null_is_accepted(tmp_path):
+    # Referrer-Policy: no-referrer makes Chromium send "Origin: null" on same-origin form
+    # POSTs; Sec-Fetch-Site says what they are.
+    c = factories.container(tmp_path, admin_token=TOKEN)
+    client = create_app(c).test_client()
+    headers = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/admin/login", data={"token": TOKEN}, headers=headers).status_code == 303
+    sandboxed = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+    assert create_app(c).test_client().post("/admin/login", data={"token": TOKEN}, headers=sandboxed).status_code == 403

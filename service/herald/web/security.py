@@ -91,11 +91,13 @@ def host_allowed(settings: Settings, host: str) -> bool:
 
 
 def cross_site() -> str | None:
-    """Why this request looks cross-site, or None. A request without Origin or
-    Sec-Fetch-Site (curl, scripts, old browsers' same-origin GETs) is not refused here."""
+    """Why this request looks cross-site, or None. ``Sec-Fetch-Site`` decides when the
+    browser sends it (every current one does): with ``Referrer-Policy: no-referrer`` a
+    same-origin form POST carries ``Origin: null``, so Origin is the fallback only. A
+    request with neither (curl, scripts) is not refused here."""
     fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
-    if fetch_site in {"cross-site", "same-site"}:
-        return f"Sec-Fetch-Site: {fetch_site}"
+    if fetch_site:
+        return None if fetch_site in {"same-origin", "none"} else f"Sec-Fetch-Site: {fetch_site[:40]}"
     origin = request.headers.get("Origin")
     if origin is not None:
         parsed = urlsplit(origin) if origin != "null" else None

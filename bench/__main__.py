@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODULES = ["pipeline", "tick", "sendgrid_adapter", "webhook", "firestore_ops", "task_creation", "admin"]
+MODULES = ["end_to_end", "pipeline", "tick", "sendgrid_adapter", "webhook", "firestore_ops", "task_creation", "admin"]
 
 
 def main(selected: list[str]) -> None:

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     watchdog_max_runtime_seconds: int = 7200  # a run in one state this long is stuck (waiting: past its deadline)
     watchdog_heartbeat_url: str = ""  # the watchdog's own dead-man monitor, pinged every pass; empty = none
     watchdog_max_alerts: int = 10  # alerts posted one by one per pass; more are summarised in one message
+    watchdog_notify_failed_runs: bool = False  # also tell ops about every failed/partial run, not only late ones
 
     # Admin (/admin pages). Embedded backend: a login with a token; gcp backend: behind IAP.
     admin_token: str = ""  # /admin login (secret); empty = HERALD_API_TOKEN; neither = loopback-bound serve only

@@ -55,7 +55,8 @@ def etl_done(c, period="2026-11-02", **extra):
 def test_a_run_waits_and_is_released_the_moment_its_record_arrives(tmp_path, clock):
     c, run_id = start(tmp_path, clock, board_pack())
     assert status(c, run_id) == RunStatus.WAITING
-    assert c.mailer.sent == {} and c.heartbeat.pings == []
+    # /start as it begins to wait, so the monitor times the whole run; nothing sent yet
+    assert c.mailer.sent == {} and [s for _, s, _ in c.heartbeat.pings] == ["start"]
     clock.advance(minutes=1)
     record, created = etl_done(c)
     assert created and record["period"] == "2026-11-02"
@@ -126,7 +127,7 @@ def test_timeout_fail_fails_the_run_and_alerts_the_owner(tmp_path, clock):
     (alert,) = c.mailer.sent["cfo@example.com"]
     assert "failed" in alert.subject and "warehouse-etl" in alert.text
     assert "a@example.com" not in c.mailer.sent
-    assert [s for _, s, _ in c.heartbeat.pings] == ["fail"]
+    assert [s for _, s, _ in c.heartbeat.pings] == ["start", "fail"]
     etl_done(c)  # too late: nothing changes
     drain(c)
     assert status(c, run_id) == RunStatus.FAILED

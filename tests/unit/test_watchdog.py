@@ -66,19 +66,29 @@ def test_a_slot_with_no_run_alerts_at_grace_plus_epsilon_and_not_before(c, clock
     assert "Board pack" in message.text and "not started" in message.text
     assert "2026-11-02 07:00 GMT (Europe/London)" in message.text and "tick" in message.text
     (alert,) = c.store.list_alerts()
-    assert alert.kind == "late_run" and alert.target == OPS and alert.sent
+    assert alert.kind == "incident_late" and alert.target == OPS and alert.sent
 
 
-def test_repeated_passes_post_one_alert_per_missed_slot(c, clock):
+def test_an_outage_of_any_length_is_one_incident_message_and_one_all_clear(c, clock):
     clock.set(SLOT + timedelta(days=2, minutes=30))  # the tick has been dead for two days
-    assert len(watch(c).new) == 3  # 2, 3 and 4 November
+    assert len(watch(c).new) == 1  # 2, 3 and 4 November: one incident, not three messages
     for _ in range(12):
         clock.advance(minutes=5)
         assert watch(c).new == []
-    assert len(posts(c)) == 3
-    # The tick comes back: the three slots are recorded missed, and still no new alert.
+    assert len(posts(c)) == 1
+    # The tick comes back: the three slots are recorded missed; the incident learns it, quietly.
     assert len(tick(c).missed) == 3
-    assert watch(c).new == [] and len(posts(c)) == 3
+    assert watch(c).new == [] and len(posts(c)) == 1
+    (incident,) = [a for a in c.store.list_alerts() if a.kind == "incident_late"]
+    assert sorted(incident.params.values()) == ["missed"] * 3
+    # The next slot runs and succeeds: one all-clear that names what happened.
+    clock.set(SLOT + timedelta(days=3))
+    tick(c)
+    drain(c)
+    assert len(posts(c)) == 2
+    clear = posts(c)[1].text
+    assert clear.startswith("*Resolved: Board pack: 3 slots missed, 2026-11-02 07:00-2026-11-04 07:00 GMT")
+    assert "2026-11-05 07:00 GMT succeeded" in clear
 
 
 def test_a_late_run_alerts_with_its_state_then_a_recovery_note_when_it_completes(c, clock):
@@ -93,7 +103,8 @@ def test_a_late_run_alerts_with_its_state_then_a_recovery_note_when_it_completes
     assert c.store.get_run(run_id).status == RunStatus.SUCCEEDED
     assert len(posts(c)) == 2
     recovery = posts(c)[1]
-    assert recovery.text.startswith("*Recovered: Board pack") and "23 min after its slot" in recovery.text
+    assert recovery.text.startswith("*Resolved: Board pack: 1 slot late (pending), 2026-11-02 07:00 GMT")
+    assert "2026-11-02 07:00 GMT succeeded" in recovery.text
     runs.finish_run(c, run_id)  # a redelivered finish task: no second note
     for _ in range(3):
         clock.advance(minutes=5)
@@ -128,7 +139,7 @@ def test_a_per_report_grace_overrides_the_setting(tmp_path, clock):
     assert len(at(c, clock, SLOT + timedelta(minutes=45) + EPS).new) == 1
 
 
-def test_a_dead_cloud_scheduler_tick_is_one_alert_per_incident(c, clock):
+def test_a_dead_cloud_scheduler_tick_is_one_incident_with_one_all_clear(c, clock):
     clock.set(SLOT - timedelta(hours=3))  # nothing due: only the tick's own health speaks
     silent = TickHealth(last_attempt_at=clock.now() - timedelta(minutes=10), last_status_ok=True, state="ENABLED")
     for _ in range(5):
@@ -141,9 +152,13 @@ def test_a_dead_cloud_scheduler_tick_is_one_alert_per_incident(c, clock):
         failing.append(TickHealth(clock.now() - timedelta(seconds=30), False, "ENABLED", last_status_message="503"))
         watch(c, tick_health=lambda: failing[-1])
         clock.advance(minutes=5)
-    assert len(posts(c)) == 2 and "failing (503)" in posts(c)[1].text
+    assert len(posts(c)) == 1  # still the same incident: its record learns "failing", nothing is re-posted
+    (incident,) = [a for a in c.store.list_alerts() if a.kind == "incident_tick"]
+    assert "failing (503)" in incident.body
     healthy = TickHealth(clock.now() - timedelta(seconds=30), True, "ENABLED")
     assert watch(c, tick_health=lambda: healthy).found == []
+    assert len(posts(c)) == 2 and posts(c)[1].text.startswith("*Resolved: the scheduler tick")
+    assert watch(c, tick_health=lambda: healthy).found == [] and len(posts(c)) == 2  # one all-clear
 
 
 def test_the_container_tick_health_is_used_and_an_unreadable_one_is_not_an_alarm(c, clock):

@@ -41,10 +41,16 @@ def alert_id(*parts: str) -> str:
 
 
 def heartbeat_id(state: str, subject_id: str) -> str:
-    """A ping's id; the "h" prefix keeps pings in their own collection (``heartbeats``)."""
+    """A ping's id; the "h" prefix keeps it among the notices, apart from the alerts people read."""
     return "h" + _digest("heartbeat", state, subject_id)
 
 
+def notice_id(*parts: str) -> str:
+    """Herald's own bookkeeping records kept beside alerts (incident pointers, slot markers)."""
+    return "h" + _digest("notice", *parts)
+
+
 def notification_collection(notification_id: str) -> str:
-    """Where a notification record lives: pings apart from the alerts people read."""
-    return "heartbeats" if notification_id.startswith("h") else "alerts"
+    """Where a notification record lives: ``notices`` (pings, watchdog bookkeeping) apart
+    from the ``alerts`` people read."""
+    return "notices" if notification_id.startswith("h") else "alerts"

@@ -261,6 +261,12 @@ class ReportDefinition(_Strict):
     triggers: list[EventTrigger] = Field(default_factory=list)
     depends_on: list[Dependency] = Field(default_factory=list)
     watchdog_grace: Duration | None = None  # default: settings.watchdog_grace_seconds
+    # After downtime (issue 12): run only the most recent missed slot and record the older
+    # ones as missed (announced in one watchdog incident), or run every slot in the window.
+    catchup: Literal["latest", "all"] = "latest"
+    # A slot whose previous run of the same report is still rendering: queue behind it
+    # (one render per report at a time) or skip the new slot (recorded and announced).
+    overlap: Literal["queue", "skip"] = "queue"
 
     @field_validator("depends_on")
     @classmethod

@@ -13,8 +13,9 @@ from typing import Any
 
 from herald.domain import ids
 from herald.domain.errors import RenderError
+from herald.domain.ids import alert_id, notice_id
 from herald.domain.periods import period_label
-from herald.domain.records import Delivery, Run, Trigger
+from herald.domain.records import Alert, Delivery, Run, Trigger
 from herald.domain.reports import ReportDefinition, render_summary
 from herald.domain.states import DELIVERY_NOT_DELIVERED, DeliveryStatus, RunStatus, run_outcome
 from herald.ports.container import Container
@@ -150,11 +151,19 @@ def _execute(c: Container, run: Run) -> Run:
         )
         return failed or run
     report = stored.definition
+    if run.status == RunStatus.PENDING and report.heartbeat_url:
+        # /start as the run begins (before any dependency wait), so the monitor times the whole run.
+        alerts.heartbeat(c, state="start", run=run, report_id=report.id, message=outcome_line(report, run))
     if run.status in (RunStatus.PENDING, RunStatus.WAITING):
         if report.depends_on:  # the dependency gate: wait, fail, skip, or go (maybe with a note)
             held = dependencies.hold(c, report, run)
             if held is not None:
+                if held.status == RunStatus.SKIPPED:
+                    _skipped(c, report, held, held.note or "a dependency policy skipped it", announce=False)
                 return held
+        busy = _render_slot(c, report, run)
+        if busy is not None:
+            return busy
         started = c.store.transition_run(
             run_id,
             [RunStatus.PENDING, RunStatus.WAITING],
@@ -162,14 +171,88 @@ def _execute(c: Container, run: Run) -> Run:
             started_at=c.clock.now(),
             updated_at=c.clock.now(),
         )
-        if started is not None and report.heartbeat_url:
-            alerts.heartbeat(c, state="start", run=started, report_id=report.id, message=outcome_line(report, started))
         run = started or c.store.get_run(run_id) or run
     if run.status == RunStatus.RENDERING:
-        run = render(c, report, run) or run
+        try:
+            run = render(c, report, run) or run
+        finally:
+            _release_render_slot(c, report, run)
     if run.status == RunStatus.DELIVERING:
         fan_out(c, report, run)
     return run
+
+
+# One render per report at a time (issue 12: a slow source never piles up renders) ----------
+OVERLAP_RECHECK_SECONDS = 30.0
+OVERLAP_ROUND_BASE = 10_000  # task rounds of overlap re-checks never collide with render retries'
+
+
+def _render_slot(c: Container, report: ReportDefinition, run: Run) -> Run | None:
+    """Claim the report's render slot for ``run``; None when it is ours. Otherwise the
+    previous run of the same report is still rendering: queue behind it (look again soon)
+    or skip this one, as the report's ``overlap`` says."""
+    now = c.clock.now()
+    until = now + timedelta(seconds=c.settings.render_lease_seconds)
+    lock_id = notice_id("render-slot", report.id)
+    if c.store.get_alert(lock_id) is None:
+        c.store.add_alert(Alert(id=lock_id, kind="render_slot", target="", subject="", body="", created_at=now))
+
+    def claim(a: Alert) -> dict[str, Any] | None:
+        holder, lease = a.params.get("run", ""), a.params.get("until", "")
+        if holder and holder != run.id and lease and datetime.fromisoformat(lease) > now:
+            return None
+        return {"params": {"run": run.id, "until": until.isoformat()}}
+
+    if c.store.mutate_alert(lock_id, claim) is not None:
+        return None
+    holder = c.store.get_alert(lock_id) or Alert(id=lock_id, kind="", target="", subject="", body="", created_at=now)
+    previous = holder.params.get("run", "")
+    if report.overlap == "skip":
+        skipped = c.store.transition_run(
+            run.id,
+            [RunStatus.PENDING, RunStatus.WAITING],
+            RunStatus.SKIPPED,
+            note=f"Skipped: the previous run {previous} of this report was still rendering (overlap: skip)",
+            finished_at=now,
+            updated_at=now,
+        )
+        if skipped is not None:
+            _skipped(c, report, skipped, skipped.note, announce=True)
+        return skipped or c.store.get_run(run.id) or run
+    c.queue.enqueue(
+        execute_run_task(
+            run.id, eta=now + timedelta(seconds=OVERLAP_RECHECK_SECONDS), round_=-1000 - int(now.timestamp())
+        )
+    )
+    log.info("render queued behind the report's previous run", extra={"run_id": run.id, "previous": previous})
+    return run
+
+
+def _release_render_slot(c: Container, report: ReportDefinition, run: Run) -> None:
+    lock_id = notice_id("render-slot", report.id)
+    c.store.mutate_alert(lock_id, lambda a: {"params": {}} if a.params.get("run") == run.id else None)
+
+
+def _skipped(c: Container, report: ReportDefinition, run: Run, reason: str, *, announce: bool) -> None:
+    """A deliberate skip is said, not left silent: the monitor gets its *success* ping with
+    the reason (a policy decision is not an outage, and no one should be paged for it), and
+    an overlap skip is announced in the ops channel."""
+    if report.heartbeat_url:
+        alerts.heartbeat(c, state="success", run=run, report_id=report.id, message=f"skipped: {reason}")
+    if announce:
+        alerts.ops_alert(
+            c,
+            Alert(
+                id=alert_id("watchdog", "skipped", run.id),
+                kind="skipped_run",
+                target=c.settings.ops_slack_channel,
+                report_id=report.id,
+                run_id=run.id,
+                subject=f"Skipped: {report.name} ({run.period})",
+                body=reason,
+                created_at=c.clock.now(),
+            ),
+        )
 
 
 def render(c: Container, report: ReportDefinition, run: Run) -> Run | None:

@@ -64,17 +64,25 @@ def tick(c: Container, now: datetime | None = None) -> TickResult:
 def _fire(c: Container, report: ReportDefinition, expected: datetime, now: datetime, result: TickResult) -> None:
     assert report.schedule is not None
     misfire = timedelta(seconds=c.settings.misfire_seconds)
-    for slot in slots_between(report.schedule, expected, now, MAX_SLOTS_PER_REPORT):
+    slots = slots_between(report.schedule, expected, now, MAX_SLOTS_PER_REPORT)
+    runnable = [slot for slot in slots if now - slot <= misfire]
+    if report.catchup == "latest":
+        # After downtime, one run for the period the recipients care about: the most recent
+        # slot. Older ones are recorded missed (the watchdog announces them in one incident).
+        runnable = runnable[-1:]
+    for slot in slots:
         run_id = ids.scheduled_run_id(report.id, slot)
-        if now - slot > misfire:
+        if slot not in runnable:
+            why = "past the misfire window" if now - slot > misfire else "catch-up: only the latest slot runs"
             run = new_run(report, run_id, "schedule", now, slot=slot, status=RunStatus.MISSED)
-            if c.store.create_run(run):
+            if c.store.create_run(run.model_copy(update={"note": f"Not run: {why}"})):
                 log.error(
                     "slot missed",
                     extra={
                         "report_id": report.id,
                         "slot": slot.isoformat(),
                         "late_seconds": (now - slot).total_seconds(),
+                        "reason": why,
                     },
                 )
             result.missed.append(run_id)

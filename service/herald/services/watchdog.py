@@ -38,7 +38,7 @@ from herald.ports.container import Container
 from herald.ports.heartbeat import HeartbeatState
 from herald.ports.store import pages
 from herald.ports.tick import TickState
-from herald.services import alerts, dependencies
+from herald.services import alerts, dependencies, incidents
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,24 @@ def _pass(c: Container, now: datetime, tick_health: Callable[[], TickState | Non
     summarised: list[Alert] = []
     for alert in dict((a.id, a) for a in findings).values():
         result.found.append(alert.id)
-        if len(result.new) < cap:
-            # Posted as its own message: a durable notification, retried until a channel takes it.
-            if alerts.ops_alert(c, alert):
-                result.new.append(alert.id)
-                result.posted += 1
-        elif c.store.add_alert(alert):  # recorded, and told in the one summary below
+        finding = incidents.Finding(
+            report=definition(alert.report_id) if alert.report_id else None,
+            cause=alert.params["cause"],
+            key=alert.params["key"],
+            state=alert.params["state"],
+            subject=alert.subject,
+            body=alert.body,
+            run_id=alert.run_id,
+        )
+        # A new incident is one message (a durable notification); the same incident's further
+        # slots update its record and post nothing; past the cap, new incidents are summarised.
+        told = incidents.record(c, finding, now, post=len(result.new) < cap)
+        if told == incidents.NEW:
             result.new.append(alert.id)
-            summarised.append(alert)
+            if len(result.new) <= cap:
+                result.posted += 1
+            else:
+                summarised.append(alert)
     if summarised:
         result.posted += _summarise(c, summarised, now)
     if result.new:
@@ -157,7 +167,13 @@ def _late(
         *known,
     ]
     subject = f"Late: {report.name} for {slot.astimezone(UTC):%Y-%m-%d %H:%M} UTC is {state}"
-    return _ops_alert(c, "late_run", late_alert_id(report.id, slot), report, run, subject, "\n".join(lines), now)
+    late = _ops_alert(c, "late_run", late_alert_id(report.id, slot), report, run, subject, "\n".join(lines), now)
+    return _about(late, "late", slot.astimezone(UTC).isoformat(), state)
+
+
+def _about(alert: Alert, cause: str, key: str, state: str) -> Alert:
+    """A finding: which incident (cause) of its report it belongs to, about what, in what state."""
+    return alert.model_copy(update={"params": {"cause": cause, "key": key, "state": state}})
 
 
 def _minutes(span: timedelta) -> str:
@@ -191,7 +207,8 @@ def _in_flight(c: Container, now: datetime, definition: Callable[[str], ReportDe
                 state = f"State: {status} for {_minutes(now - run.updated_at)}"
                 body = "\n".join([f"Report: {run.report_id}", state, *known])
                 the_id = alert_id("watchdog", "stuck", run.id, str(status))
-                found.append(_ops_alert(c, "stuck_run", the_id, report, run, subject, body, now))
+                stuck = _ops_alert(c, "stuck_run", the_id, report, run, subject, body, now)
+                found.append(_about(stuck, "stuck", run.id, str(status)))
     return found
 
 
@@ -282,6 +299,9 @@ def _tick(c: Container, now: datetime, provider: Callable[[], TickState | None] 
         return []
     max_silence = timedelta(seconds=max(3 * c.settings.tick_seconds, 180))
     if health is None or health.healthy(now, max_silence):
+        if health is not None:  # the tick is back: one all-clear for its incident, if one is open
+            since = f"{health.last_attempt_at:%Y-%m-%d %H:%M} UTC" if health.last_attempt_at else "now"
+            incidents.close(c, None, "tick", f"the tick is running again (last tick {since})", now)
         return []
     last = f"{health.last_attempt_at:%Y-%m-%d %H:%M} UTC" if health.last_attempt_at else "never"
     if health.last_status_ok is False and health.state == "ENABLED":
@@ -299,7 +319,8 @@ def _tick(c: Container, now: datetime, provider: Callable[[], TickState | None] 
             "No scheduled report starts while the tick is down; late slots are alerted one by one.",
         ]
     )
-    return [_ops_alert(c, "tick_unhealthy", incident, None, None, subject, body, now)]
+    state = f"failing: {health.last_status_message}" if health.last_status_ok is False else f"silent ({health.state})"
+    return [_about(_ops_alert(c, "tick_unhealthy", incident, None, None, subject, body, now), "tick", "tick", state)]
 
 
 # Posting -------------------------------------------------------------------------------------
@@ -330,22 +351,5 @@ def _ping(c: Container, state: HeartbeatState, now: datetime) -> None:
 
 # Recovery ------------------------------------------------------------------------------------
 def note_recovery(c: Container, report: ReportDefinition, run: Run) -> None:
-    """A run completed whose slot the watchdog called late: say so once in the ops channel."""
-    if run.trigger != "schedule" or run.slot is None:
-        return
-    late = c.store.get_alert(late_alert_id(report.id, run.slot))
-    if late is None:
-        return
-    finished = run.finished_at or c.clock.now()
-    recovery = _ops_alert(
-        c,
-        "late_run_recovered",
-        alert_id("watchdog", "recovered", report.id, run.slot.astimezone(UTC).isoformat()),
-        report,
-        run,
-        f"Recovered: {report.name} for {run.slot.astimezone(UTC):%Y-%m-%d %H:%M} UTC completed ({run.status})",
-        f"Run {run.id} finished {run.status} at {finished:%Y-%m-%d %H:%M} UTC, "
-        f"{_minutes(finished - run.slot)} after its slot {_local(report, run.slot)}.",
-        c.clock.now(),
-    )
-    alerts.ops_alert(c, recovery)
+    """A run finished: close its report's incidents on success; say a failure as a failure."""
+    incidents.run_finished(c, report, run, c.clock.now())

@@ -26,7 +26,7 @@ COLLECTIONS = {
     "job_status",
     "suppressions",
     "alerts",
-    "heartbeats",
+    "notices",
     "inbound_events",
 }
 NOW = datetime(2026, 11, 2, 7, tzinfo=UTC)
@@ -36,7 +36,7 @@ ADAPTER_FIELDS = {
     "runs": {"expire_at", *Run.model_fields},
     "report_delivery_log": {"expire_at", "recipient_lc", *Delivery.model_fields},
     "alerts": {"expire_at", *Alert.model_fields},
-    "heartbeats": {"expire_at", *Alert.model_fields},
+    "notices": {"expire_at", *Alert.model_fields},
     "inbound_events": {"kind", "event_id", "created_at", "expire_at"},
     "job_status": {"job", "period", "record_json"},
     "suppressions": {"recipient", "scope", "reason", "created_at"},
@@ -60,7 +60,7 @@ def test_index_file_names_known_collections_and_fields():
     for override in spec["fieldOverrides"]:
         assert override["fieldPath"] in ADAPTER_FIELDS[override["collectionGroup"]]
     ttl = {(o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if o.get("ttl")}
-    assert ttl == {(c, "expire_at") for c in ("inbound_events", "runs", "report_delivery_log", "alerts", "heartbeats")}
+    assert ttl == {(c, "expire_at") for c in ("inbound_events", "runs", "report_delivery_log", "alerts", "notices")}
 
 
 def _shape(query) -> tuple[str, list[str], list[tuple[str, str]]]:

@@ -52,7 +52,7 @@ CREATE INDEX IF NOT EXISTS deliveries_by_message ON report_delivery_log (message
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY, report_id TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (created_at);
-CREATE TABLE IF NOT EXISTS heartbeats (
+CREATE TABLE IF NOT EXISTS notices (
     id TEXT PRIMARY KEY, report_id TEXT, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbound_events (
     kind TEXT NOT NULL, id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (kind, id));

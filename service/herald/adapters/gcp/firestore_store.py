@@ -14,7 +14,7 @@
   collection (see ``fieldOverrides`` in the index file).
 
 Collection names are the contract between backends: ``reports``, ``runs``,
-``report_delivery_log``, ``job_status``, ``suppressions``, ``alerts``, ``heartbeats``, ``inbound_events``.
+``report_delivery_log``, ``job_status``, ``suppressions``, ``alerts``, ``notices``, ``inbound_events``.
 ``prefix`` is prepended to each (e.g. one Firestore database shared by test runs).
 """
 

@@ -102,7 +102,7 @@ def stack(
     pubsub_emulator: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    from herald.bootstrap_gcp import build_gcp_container
+    from herald.bootstrap import build_container
     from herald.ports.clock import SystemClock
 
     tmp = tmp_path_factory.mktemp("gcp-e2e")
@@ -127,7 +127,7 @@ def stack(
         pytest.fail(str(exc), pytrace=False)
     with mock.patch.dict(os.environ, started.env["all"]):  # parsed from the environment, as gunicorn's process does
         settings = Settings()
-    c = build_gcp_container(settings, SystemClock())
+    c = build_container(settings, SystemClock())
     process = started.roles["all"]
     built = Stack(process.host, started.worker_front, sink, settings, c, started.issuer, topics, process.log_path)
     try:

@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from herald.domain.ids import alert_id, notice_id
+from herald.domain.ids import alert_id, notice_id, scheduled_run_id
 from herald.domain.records import Alert, Run
 from herald.domain.reports import ReportDefinition
+from herald.domain.states import RunStatus
 from herald.ports.container import Container
 from herald.services import alerts
 
@@ -138,7 +139,8 @@ def close(c: Container, report: ReportDefinition | None, cause: str, outcome: st
     if c.store.mutate_alert(pointer_id, release) is None:
         return False  # another finish or pass closed it
     incident = c.store.get_alert(incident_id)
-    told = summary(report, incident.params if incident else {})
+    states = _final_states(c, report, cause, incident.params if incident else {}, now)
+    told = summary(report, states)
     subject = f"Resolved: {report.name if report else 'the scheduler tick'}: {told}; {outcome}"
     body = "\n".join(
         [
@@ -159,6 +161,26 @@ def close(c: Container, report: ReportDefinition | None, cause: str, outcome: st
     alerts.ops_alert(c, all_clear)
     log.info("watchdog incident closed", extra={"alert_id": incident_id, "cause": cause})
     return True
+
+
+def _final_states(
+    c: Container, report: ReportDefinition | None, cause: str, params: dict[str, str], now: datetime
+) -> dict[str, str]:
+    """The slots' states as they ended: a slot told "not started" that the tick later recorded
+    missed is said as missed in the all-clear (and its marker learns it, so it is not told again)."""
+    if cause != "late" or report is None:
+        return params
+    final = dict(params)
+    for key in params:
+        if not key.startswith(SLOT_PREFIX):
+            continue
+        slot = datetime.fromisoformat(key.removeprefix(SLOT_PREFIX))
+        run = c.store.get_run(scheduled_run_id(report.id, slot))
+        if run is not None and run.status == RunStatus.MISSED and params[key] != "missed":
+            final[key] = "missed"
+            marker_id = notice_id("marker", report.id, cause, key.removeprefix(SLOT_PREFIX))
+            c.store.mutate_alert(marker_id, lambda a: {"params": {**a.params, "state": "missed"}})
+    return final
 
 
 def summary(report: ReportDefinition | None, params: dict[str, str]) -> str:
@@ -194,8 +216,6 @@ def run_finished(c: Container, report: ReportDefinition, run: Run, now: datetime
     """A run ended: a success closes its report's incidents; a failure is said as a failure
     (never "recovered") when the report has a late incident open, or always when
     settings.watchdog_notify_failed_runs is on."""
-    from herald.domain.states import RunStatus
-
     if run.status == RunStatus.SUCCEEDED:
         outcome = f"{when(report, run)} succeeded"
         if run.trigger == "schedule":

@@ -205,8 +205,16 @@ def _render_slot(c: Container, report: ReportDefinition, run: Run) -> Run | None
 
     if c.store.mutate_alert(lock_id, claim) is not None:
         return None
-    holder = c.store.get_alert(lock_id) or Alert(id=lock_id, kind="", target="", subject="", body="", created_at=now)
-    previous = holder.params.get("run", "")
+    lock = c.store.get_alert(lock_id)
+    previous = lock.params.get("run", "") if lock else ""
+    holder = c.store.get_run(previous) if previous else None
+    if holder is None or holder.status != RunStatus.RENDERING:  # it ended without letting go (a crash)
+
+        def take_over(a: Alert) -> dict[str, Any] | None:
+            return {"params": {"run": run.id, "until": until.isoformat()}} if a.params.get("run") == previous else None
+
+        if c.store.mutate_alert(lock_id, take_over) is not None:
+            return None
     if report.overlap == "skip":
         skipped = c.store.transition_run(
             run.id,
@@ -219,11 +227,8 @@ def _render_slot(c: Container, report: ReportDefinition, run: Run) -> Run | None
         if skipped is not None:
             _skipped(c, report, skipped, skipped.note, announce=True)
         return skipped or c.store.get_run(run.id) or run
-    c.queue.enqueue(
-        execute_run_task(
-            run.id, eta=now + timedelta(seconds=OVERLAP_RECHECK_SECONDS), round_=-1000 - int(now.timestamp())
-        )
-    )
+    window = OVERLAP_ROUND_BASE + int(now.timestamp() // OVERLAP_RECHECK_SECONDS)  # one task name per window
+    c.queue.enqueue(execute_run_task(run.id, eta=now + timedelta(seconds=OVERLAP_RECHECK_SECONDS), round_=window))
     log.info("render queued behind the report's previous run", extra={"run_id": run.id, "previous": previous})
     return run
 

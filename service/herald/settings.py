@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     # Heartbeat pings retry quickly and give up within a monitor's usual one-minute grace.
     heartbeat_retry_delays: Annotated[tuple[float, ...], NoDecode] = (5.0, 15.0, 30.0)
     heartbeat_timeout_seconds: float = 5.0  # timeout of one heartbeat ping (its own, not the http source's)
+    http_source_max_seconds: float = 300.0  # ceiling on any http source's timeout_seconds (a hung upstream)
     render_lease_seconds: float = 900.0  # a claimed render is another worker's after this (above any source timeout)
     reconcile_after_seconds: float = 300.0  # gcp safety net: work with no progress this long is queued again
     reconcile_max_recoveries: int = 3  # a run re-queued this often without progress fails (owner alerted)
@@ -173,6 +174,12 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @model_validator(mode="after")
+    def _render_claim_outlasts_sources(self) -> Settings:
+        if self.render_lease_seconds <= self.http_source_max_seconds:
+            raise ValueError("render_lease_seconds must be above http_source_max_seconds (a render outlives its claim)")
+        return self
+
     @field_validator("tasks_dispatch_deadline_seconds")
     @classmethod
     def _deadline_in_range(cls, value: int) -> int:
@@ -200,7 +207,7 @@ class Settings(BaseSettings):
     # http sources, heartbeats and Slack webhooks may reach private and loopback addresses
     # (never link-local or metadata); tests and labs only.
     allow_private_targets: bool = False  # let outbound URLs reach private/loopback addresses (never metadata)
-    max_param_chars: int = 500  # longest run parameter value accepted (API, triggers); longer is refused/cut
+    max_param_chars: int = 500  # longest run parameter value /api accepts (400 beyond); summaries cut any at 500
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ mutants of them surviving the fast suites.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -327,3 +328,133 @@ def test_the_delay_is_the_configured_one_unless_the_provider_asks_for_longer():
     assert policy.delay_after(4) is None
     with pytest.raises(ValueError, match="counted from 1"):
         policy.delay_after(0)
+
+
+# Ids are stored: they must not change from one release to the next, or a tick, event or
+# task redelivered across a deploy would create its run or delivery a second time.
+@pytest.mark.parametrize(
+    ("made", "pinned"),
+    [
+        (lambda: ids.scheduled_run_id("board-pack", SLOT), "r3899f5ec109758d8c8cd531c"),
+        (lambda: ids.event_run_id("deal-pack", "crm", "evt-7"), "rcdd86477f9e2dfa4fa23fdbe"),
+        (lambda: ids.manual_run_id("board-pack", "key-1"), "rc56a5ee24bd0a90403738834"),
+        (lambda: ids.delivery_id("r1", "email", "A@Example.com"), "dec8c7fec32023d1e8c71c5b7"),
+        (lambda: ids.delivery_id("r1", "email", "a@example.com"), "dec8c7fec32023d1e8c71c5b7"),
+        (lambda: ids.task_name("send", "d1", 2), "send-f06f24475b8b63d8382bcf3b2b91d931"),
+        (lambda: ids.heartbeat_id("start", "r1"), "h6faae918aedbb3172c56b167"),
+        (lambda: ids.alert_id("watchdog", "late", "board-pack"), "a7f4ee644d9545566017b061f"),
+    ],
+)
+def test_ids_are_stable_across_releases(made, pinned):
+    assert made() == pinned
+
+
+# Records as stored documents -----------------------------------------------------------------
+def test_a_record_is_stored_as_plain_json():
+    from herald.domain.records import Delivery, now_fields
+
+    d = Delivery(
+        id="d1", run_id="r1", report_id="board-pack", channel="email", recipient="a@example.com", **now_fields(SLOT)
+    )
+    doc = d.to_doc()
+    assert json.loads(json.dumps(doc)) == doc  # nothing but JSON types
+    assert datetime.fromisoformat(doc["created_at"]) == SLOT == datetime.fromisoformat(doc["updated_at"])
+    assert Delivery.model_validate(doc) == d
+
+
+def test_the_attempt_log_keeps_when_what_and_why_capped():
+    from herald.domain.records import MAX_ATTEMPT_LOG, Delivery, now_fields
+
+    d = Delivery(
+        id="d1", run_id="r1", report_id="board-pack", channel="email", recipient="a@example.com", **now_fields(SLOT)
+    )
+    assert d.log_attempt(SLOT, "sent") == [{"at": SLOT.isoformat(), "result": "sent"}]  # no error, no error key
+    (entry,) = d.log_attempt(SLOT, "failed", "x" * 1000)
+    assert entry == {"at": SLOT.isoformat(), "result": "failed", "error": "x" * 300}
+    for n in range(MAX_ATTEMPT_LOG + 5):
+        d = d.model_copy(update={"attempt_log": d.log_attempt(SLOT + timedelta(minutes=n), f"try {n}")})
+    assert len(d.attempt_log) == MAX_ATTEMPT_LOG and d.attempt_log[-1]["result"] == f"try {MAX_ATTEMPT_LOG + 4}"
+
+
+def test_a_delivery_error_is_known_to_have_failed_unless_said_otherwise():
+    from herald.domain.errors import DeliveryError
+
+    error = DeliveryError("550 no such user", permanent=True)
+    assert str(error) == "550 no such user" and error.unknown is False and error.retry_after is None
+    assert repr(error) == "DeliveryError('550 no such user', permanent)"
+    assert repr(DeliveryError("421", permanent=False)) == "DeliveryError('421', transient)"
+
+
+def test_same_secret_compares_text_and_bytes():
+    from herald.domain.strict import same_secret
+
+    assert same_secret("s3cret", "s3cret") and same_secret(b"s3cret", b"s3cret") and same_secret("s3cret", b"s3cret")
+    assert not same_secret("s3cre", "s3cret") and not same_secret(b"", "s3cret")
+    assert not same_secret("tökén", "tökén")  # supplied non-ASCII never matches (and never raises)
+
+
+# State machines: README edges (the tables themselves are tested by behaviour in test_states.py)
+def test_refused_transitions_name_both_states():
+    from herald.domain.errors import InvalidTransition
+    from herald.domain.states import DeliveryStatus, RunStatus, check_delivery, check_run
+
+    check_run(RunStatus.PENDING, RunStatus.RENDERING)
+    check_delivery(DeliveryStatus.FAILED, DeliveryStatus.QUEUED)  # resend to failed
+    with pytest.raises(InvalidTransition, match="run cannot go from succeeded to delivering"):
+        check_run(RunStatus.SUCCEEDED, RunStatus.DELIVERING)
+    with pytest.raises(InvalidTransition, match="delivery cannot go from bounced to delivered"):
+        check_delivery(DeliveryStatus.BOUNCED, DeliveryStatus.DELIVERED)
+
+
+# Definitions: "validated as a whole … errors name the report and the field" (README) -------
+def test_every_report_is_checked_and_named_even_without_an_id():
+    with pytest.raises(DefinitionError) as caught:
+        parse_definitions({"reports": [{"name": "no id"}, "not a mapping", {"id": "x-1", "owner": "nobody"}]})
+    problems = caught.value.problems
+    assert any(p.startswith("report #1:") for p in problems)
+    assert any(p.startswith("report #2:") for p in problems)  # the loop goes on past a bad report
+    assert any(p.startswith("report 'x-1':") for p in problems)
+    assert all(": (report): " not in p or p.startswith("report #2") for p in problems)
+
+
+def test_a_document_without_a_reports_list_is_one_problem():
+    for document in ([], {"report": []}, {"reports": {}}, None):
+        with pytest.raises(DefinitionError) as caught:
+            parse_definitions(document)
+        assert caught.value.problems == ["the file must be a mapping with a 'reports' list"]
+
+
+def test_durations_up_to_31_days():
+    assert parse_duration("31d") == timedelta(days=31)
+    with pytest.raises(ValueError, match="at most 31 days"):
+        parse_duration("31d1s")
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("2 hours")
+
+
+def test_bad_parameter_names_are_named():
+    with pytest.raises(ValueError, match="parameter name 'bad name!'"):
+        check_params({"bad name!": "x"})
+    with pytest.raises(ValueError, match=r"longer than 10 characters"):
+        check_params({"small": "x" * 11}, max_chars=10)
+
+
+def test_a_trigger_with_one_recipient_path():
+    from herald.domain.reports import EventTrigger
+
+    trigger = EventTrigger.model_validate({"source": "crm", "event": "deal.closed", "recipients": "$.data.email"})
+    assert trigger.recipient_paths() == ["$.data.email"]
+    many = EventTrigger.model_validate({"source": "crm", "event": "x", "recipients": ["$.data.a", "$.data.b"]})
+    assert many.recipient_paths() == ["$.data.a", "$.data.b"]
+
+
+@pytest.mark.parametrize(
+    ("url", "word"),
+    [("http://169.254.169.254/latest", "URL not allowed: 169.254.169.254 is a cloud metadata"),
+     ("http://reports.example.com/x\r\nHost: evil", "URL contains control characters")],
+)  # fmt: skip
+def test_an_http_source_may_not_point_at_metadata_or_carry_control_characters(url, word):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=word):
+        factories.report(source={"type": "http", "url": url})

@@ -98,6 +98,7 @@ def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | 
             timeout_seconds=settings.http_timeout_seconds,
             root=settings.source_root,
             allow_private=settings.allow_private_targets,
+            max_seconds=settings.http_source_max_seconds,
         ),
         heartbeat=HttpHeartbeat(
             timeout_seconds=settings.heartbeat_timeout_seconds, allow_private=settings.allow_private_targets

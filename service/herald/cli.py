@@ -312,6 +312,12 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     base_dir = reports_file.parent.resolve() if reports_file else None
     container = _built(lambda: build_container(settings, base_dir=base_dir))
     _upsert(container, definitions)
+    if not settings.watchdog_heartbeat_url and any(s.definition.schedule for s in container.store.list_reports()):
+        click.echo(
+            "herald: warning: HERALD_WATCHDOG_HEARTBEAT_URL is not set. The watchdog runs inside this process: "
+            "if it dies, nothing alerts. Point the variable at an external monitor (a dead-man's switch).",
+            err=True,
+        )
     app = create_app(container)
     dispatch = in_process_dispatcher(app)
     assert isinstance(container.queue, SQLiteQueue)

@@ -18,6 +18,7 @@ from herald.services.watchdog import run_watchdog
 from tests import factories
 from tests.drive import drain
 from tests.fakes import StaticSource
+from tests.web.serving import served_on_loopback
 
 OPS = "#reporting-ops"
 START = datetime(2026, 11, 2, 18, 40, tzinfo=UTC)
@@ -153,3 +154,37 @@ def test_a_monitor_that_fails_never_holds_up_the_run(tmp_path):
     assert c.store.get_run(run.id).status == RunStatus.SUCCEEDED  # the run did not wait for its pings
     assert sorted(c.mailer.sent) == ["a@example.com", "b@example.com"]
     assert c.store.get_alert(heartbeat_id("success", run.id)).channels["heartbeat"].status == "pending"  # retrying
+
+
+def test_the_on_time_record_counts_slots_completed_within_their_grace(tmp_path):
+    from herald.services.on_time import on_time
+
+    clock = FakeClock(datetime(2026, 11, 1, 6, 0, tzinfo=UTC))
+    c = factories.container(tmp_path, clock)
+    apply_definitions(c, [factories.report()])  # 07:00 London daily, 20 minutes' grace
+    for day in range(10):  # 10 daily slots: 7 on time, 1 late (30 min), 1 failed, 1 never run
+        clock.set(datetime(2026, 11, 1 + day, 7, 0, tzinfo=UTC))
+        if day == 9:
+            c.store.advance_schedule("board-pack", clock.now(), clock.now() + timedelta(days=1))
+            continue
+        started = tick(c).started
+        c.source = StaticSource(fail="upstream down") if day == 8 else StaticSource()
+        if day == 7:
+            clock.advance(minutes=30)
+        drain(c)
+        assert len(started) == 1
+    clock.set(datetime(2026, 11, 11, 7, 0, tzinfo=UTC))
+    week, month = on_time(c, factories.report())
+    assert (month.slots, month.on_time, month.share) == (10, 7, 0.7)
+    assert (week.days, week.slots, week.on_time) == (7, 7, 4)  # 4 to 10 November: days 3-9
+    response = served_on_loopback(c).test_client().get("/api/reports/board-pack")
+    assert response.get_json()["on_time"]["30d"] == {"days": 30, "slots": 10, "on_time": 7, "share": 0.7}
+
+
+def test_the_on_time_metric_counts_the_line_herald_logs():
+    from pathlib import Path
+
+    from herald.services.on_time import LOG_LINE
+
+    terraform = (Path(__file__).resolve().parents[2] / "terraform/modules/herald/monitoring.tf").read_text()
+    assert f'jsonPayload.message = \\"{LOG_LINE}\\"' in terraform and "herald/runs_on_time" in terraform

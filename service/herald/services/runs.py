@@ -22,7 +22,7 @@ from herald.ports.container import Container
 from herald.ports.heartbeat import HeartbeatState
 from herald.ports.sources import RenderRequest
 from herald.ports.store import pages
-from herald.services import alerts, dependencies, events, watchdog
+from herald.services import alerts, dependencies, events, on_time, watchdog
 from herald.services.tasks import execute_run_task, finish_run_task, send_task
 
 log = logging.getLogger(__name__)
@@ -403,6 +403,7 @@ def _finish(c: Container, run: Run) -> Run:
     report = stored.definition
     if settled_here:  # at-least-once (a redelivered finish task may repeat it); subscribers dedupe by event_id
         events.run_completed(c, run, counts)
+        on_time.record_outcome(c, report, run)
     # Every side effect below is a notification with an id of its own: a repeat creates nothing.
     watchdog.note_recovery(c, report, run)  # only if the watchdog had called this slot late
     if run.status in (RunStatus.PARTIAL, RunStatus.FAILED):

@@ -30,7 +30,7 @@ from herald.domain.records import Run
 from herald.domain.states import DeliveryStatus, RunStatus
 from herald.domain.strict import strict_int
 from herald.ports.store import pages
-from herald.services import resend
+from herald.services import on_time, resend
 from herald.web import admin_auth, admin_views
 from herald.web.auth import container
 
@@ -178,6 +178,7 @@ def reports() -> Any:
                 "triggers": list(getattr(d, "triggers", None) or []),
                 "depends_on": [_dependency(c, dep, last[0] if last else None) for dep in getattr(d, "depends_on", [])],
                 "last_run": last[0] if last else None,
+                "on_time": on_time.on_time(c, d, now),
             }
         )
     return render_template("admin/reports.html", rows=rows, now=now)

@@ -13,7 +13,7 @@ from herald.domain.schedules import next_fire_times
 from herald.domain.states import DeliveryStatus, RunStatus
 from herald.domain.strict import strict_int
 from herald.ports.store import StoredReport, Suppression
-from herald.services import dependencies, resend, runs
+from herald.services import dependencies, on_time, resend, runs
 from herald.web.auth import api_token_ok, container
 from herald.web.errors import error
 
@@ -95,7 +95,8 @@ def get_report(report_id: str) -> Any:
     stored = container().store.get_report(report_id)
     if stored is None:
         return error(404, "no such report", report_id=report_id)
-    return jsonify(report_view(stored))
+    record = on_time.on_time(container(), stored.definition)
+    return jsonify({**report_view(stored), "on_time": {f"{r.days}d": r.to_doc() for r in record}})
 
 
 @bp.post("/reports/<report_id>/runs")

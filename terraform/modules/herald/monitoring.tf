@@ -149,3 +149,35 @@ resource "google_monitoring_alert_policy" "watchdog_failed" {
     content   = "The watchdog itself is failing, so missed reports would go unnoticed. Check the job's executions and logs."
   }
 }
+
+# The on-time record as a metric (issue 12): one "run on-time record" log line per finished
+# scheduled run (services/on_time.py), counted by report and on_time (true/false). Its
+# ratio over 7 or 30 days is the share of slots that completed within their grace.
+resource "google_logging_metric" "runs_on_time" {
+  project = var.project_id
+  name    = "herald/runs_on_time"
+  filter = join(" AND ", [
+    "resource.type = \"cloud_run_revision\"",
+    "resource.labels.service_name = starts_with(\"herald-\")",
+    "jsonPayload.message = \"run on-time record\"",
+  ])
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key         = "report_id"
+      value_type  = "STRING"
+      description = "The report whose scheduled run finished"
+    }
+    labels {
+      key         = "on_time"
+      value_type  = "STRING"
+      description = "true when the run succeeded within its watchdog grace"
+    }
+  }
+  label_extractors = {
+    "report_id" = "EXTRACT(jsonPayload.report_id)"
+    "on_time"   = "EXTRACT(jsonPayload.on_time)"
+  }
+}

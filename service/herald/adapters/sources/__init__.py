@@ -37,10 +37,16 @@ class SourceRouter:
         session: requests.Session | None = None,
         root: Path | None = None,
         allow_private: bool = False,
+        max_seconds: float = 300.0,
     ) -> None:
         self._renderers: dict[str, Source] = {
             "pdf": PdfRenderer(base_dir, clock=clock),
-            "http": HttpRenderer(connect_timeout_seconds=timeout_seconds, session=session, allow_private=allow_private),
+            "http": HttpRenderer(
+                connect_timeout_seconds=timeout_seconds,
+                session=session,
+                allow_private=allow_private,
+                max_seconds=max_seconds,
+            ),
             "file": FileRenderer(base_dir, root=root),
         }
 

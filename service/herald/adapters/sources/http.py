@@ -46,7 +46,9 @@ class HttpRenderer:
     """Render an ``http`` source.
 
     ``connect_timeout_seconds`` bounds connecting (capped by the definition's timeout);
-    the definition's ``timeout_seconds`` bounds each read and the whole download.
+    the definition's ``timeout_seconds`` bounds each read and the whole download, itself
+    capped by ``max_seconds`` (settings.http_source_max_seconds): one upstream can hold a
+    render worker only so long, and always less than a render's claim.
     """
 
     def __init__(
@@ -55,8 +57,10 @@ class HttpRenderer:
         session: requests.Session | None = None,
         max_bytes: int = 200 * 1024 * 1024,
         allow_private: bool = False,
+        max_seconds: float = 300.0,
     ) -> None:
         self._connect_timeout = connect_timeout_seconds
+        self._max_seconds = max_seconds
         self._session = session
         self._max_bytes = max_bytes
         self._allow_private = allow_private
@@ -77,8 +81,9 @@ class HttpRenderer:
         payload = {**request.params, "period": request.period, "run_id": request.run_id}
         given = {name: resolve_secrets(value, where) for name, value in source.headers.items()}
         headers = {"Accept": ", ".join(source.content_types), **given}
-        timeout = (min(self._connect_timeout, source.timeout_seconds), source.timeout_seconds)
-        deadline = time.monotonic() + source.timeout_seconds
+        limit = min(source.timeout_seconds, self._max_seconds)
+        timeout = (min(self._connect_timeout, limit), limit)
+        deadline = time.monotonic() + limit
         try:
             with net_guard.request(
                 session,
@@ -105,11 +110,11 @@ class HttpRenderer:
         except net_guard.TargetRefused as exc:
             raise RenderError(f"reporting API {where} not allowed: {exc}") from None
         except requests.Timeout:
-            raise RenderError(f"reporting API {where} timed out after {source.timeout_seconds:g}s") from None
+            raise RenderError(f"reporting API {where} timed out after {limit:g}s") from None
         except requests.RequestException as exc:
             # Not str(exc): requests puts the full URL, query string and all, in it.
             if "timed out" in str(exc):  # a read timeout mid-body surfaces as ConnectionError
-                raise RenderError(f"reporting API {where} timed out after {source.timeout_seconds:g}s") from None
+                raise RenderError(f"reporting API {where} timed out after {limit:g}s") from None
             raise RenderError(f"reporting API {where} unreachable: {type(exc).__name__}") from None
         if not data:
             raise RenderError(f"reporting API {where} returned an empty body")

@@ -15,80 +15,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from herald.domain.ids import heartbeat_id  # a ping's record id, to replay its task
-from tests.e2e.harness import ROOT, HeraldProcess, wait_until
+from tests.e2e.counting import OWNER, report, sendgrid_env
+from tests.e2e.harness import HeraldProcess, wait_until
 from tests.factories import recipients
 
 pytestmark = pytest.mark.e2e
-
-OWNER = "owner@example.com"
-
-
-class CountingSink:
-    """The counting process: started with ``python -m``, it binds its own port and says which."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.counting_sink", *args],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
-
-    def counts(self) -> dict[str, Any]:
-        return requests.get(f"{self.url}/__counts", timeout=5).json()  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def counting():
-    sinks: list[CountingSink] = []
-
-    def start(*args: str) -> CountingSink:
-        sinks.append(CountingSink(*args))
-        return sinks[-1]
-
-    yield start
-    for sink in sinks:
-        sink.stop()
-
-
-def sendgrid_env(sink: CountingSink, **more: str) -> dict[str, str]:
-    return {
-        "HERALD_SENDGRID_API_KEY": "SG.e2e",
-        "HERALD_SENDGRID_HOST": sink.url,
-        "HERALD_ALLOW_PRIVATE_TARGETS": "true",  # the sink, source and monitor are on loopback
-        **more,
-    }
-
-
-def report(report_id: str, emails: list[str], sink: CountingSink, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": report_id,
-        "name": "Client weekly",
-        "owner": OWNER,
-        "source": {"type": "pdf", "title": "Weekly", "data": {"columns": ["k", "v"], "rows": [["a", 1]]}},
-        "recipients": {"email": emails},
-        **extra,
-    }
 
 
 def test_kill_9_mid_fan_out_sends_nothing_twice_counted_at_the_sink(tmp_path, counting):

@@ -5,7 +5,8 @@ It serves, on one port:
 - ``POST /v3/mail/send`` as SendGrid does (202 + ``X-Message-Id``), counting each accepted
   message per recipient; ``--reject ADDRESS`` answers 400 for that recipient (permanent);
 - ``GET /report.pdf``: a report for an http source, counting renders (``--source-delay``
-  seconds before it answers, to widen races);
+  seconds before it answers, to widen races); ``GET /hang.pdf`` answers only after
+  ``--hang-seconds`` (a hung upstream, bounded so the test ends);
 - ``/ping/...`` (GET or POST): Healthchecks-style heartbeats, recording method, path and body;
 - ``GET /__counts``: ``{"mail": {recipient: n}, "renders": n, "pings": [[method, path, body], ...]}``.
 
@@ -29,9 +30,11 @@ PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
 class Counts:
-    def __init__(self, reject: set[str], source_delay: float) -> None:
+    def __init__(self, reject: set[str], source_delay: float, hang_seconds: float = 0.0) -> None:
         self.reject = reject
         self.source_delay = source_delay
+        self.hang_seconds = hang_seconds
+        self.hung = 0
         self.mail: Counter[str] = Counter()
         self.renders = 0
         self.pings: list[tuple[str, str, str]] = []
@@ -39,7 +42,7 @@ class Counts:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"mail": dict(self.mail), "renders": self.renders, "pings": list(self.pings)}
+            return {"mail": dict(self.mail), "renders": self.renders, "hung": self.hung, "pings": list(self.pings)}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -68,6 +71,11 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(self.counts.source_delay)  # a slow upstream, so that racing renders overlap
             with self.counts.lock:
                 self.counts.renders += 1
+            return self._reply(200, PDF, {"Content-Type": "application/pdf"})
+        if self.path.startswith("/hang.pdf"):
+            with self.counts.lock:
+                self.counts.hung += 1
+            time.sleep(self.counts.hang_seconds)
             return self._reply(200, PDF, {"Content-Type": "application/pdf"})
         if self.path.startswith("/ping/"):
             return self._ping("GET", b"")
@@ -99,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reject", action="append", default=[])
     parser.add_argument("--source-delay", type=float, default=0.0)
+    parser.add_argument("--hang-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
-    counts = Counts({r.lower() for r in args.reject}, args.source_delay)
+    counts = Counts({r.lower() for r in args.reject}, args.source_delay, args.hang_seconds)
     handler = type("CountingHandler", (Handler,), {"counts": counts})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True

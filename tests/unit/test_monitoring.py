@@ -188,3 +188,27 @@ def test_the_on_time_metric_counts_the_line_herald_logs():
 
     terraform = (Path(__file__).resolve().parents[2] / "terraform/modules/herald/monitoring.tf").read_text()
     assert f'jsonPayload.message = \\"{LOG_LINE}\\"' in terraform and "herald/runs_on_time" in terraform
+
+
+def test_a_real_monitor_answering_503_then_200_loses_no_ping(tmp_path):
+    from herald.adapters.heartbeat import HttpHeartbeat
+    from tests.adapters.local_http import Reply, local_server
+
+    answers = iter([503, 503])
+
+    def ping(seen):
+        return Reply(next(answers, 200), b"OK")
+
+    with local_server({"/ping/check": ping, "/ping/check/start": lambda seen: Reply(200, b"OK")}) as monitor:
+        c = factories.container(tmp_path)
+        c.heartbeat = HttpHeartbeat(timeout_seconds=2, allow_private=True)
+        apply_definitions(c, [factories.report(schedule=None, heartbeat_url=f"{monitor.url}/ping/check")])
+        run, _ = runs.start_manual_run(c, "board-pack", request_id="r")
+        drain(c)
+        assert c.store.get_run(run.id).status == RunStatus.SUCCEEDED and not c.store.get_run(run.id).heartbeat_sent
+        for delay in c.settings.heartbeat_retry_delays[:2]:
+            c.clock.advance(seconds=delay)
+            drain(c)
+    finals = [seen for seen in monitor.seen if seen.path == "/ping/check"]
+    assert [seen.method for seen in finals] == ["POST"] * 3 and b"succeeded" in finals[-1].body
+    assert c.store.get_run(run.id).heartbeat_sent  # the third try was acknowledged

@@ -194,9 +194,18 @@ def history(ctx: click.Context, report_id: str) -> None:
     show_default=True,
     help="--wait: give up after this many seconds (exit 1).",
 )
+@click.option(
+    "--to",
+    "test_to",
+    default=None,
+    metavar="ADDRESS",
+    help="Send a test: render as usual, e-mail only ADDRESS ('owner' = the report's owner), marked as a test.",
+)
 @click.pass_context
-def run(ctx: click.Context, report_id: str, params: tuple[str, ...], wait: bool, timeout: float) -> None:
-    """Start a manual run of REPORT_ID."""
+def run(
+    ctx: click.Context, report_id: str, params: tuple[str, ...], wait: bool, timeout: float, test_to: str | None
+) -> None:
+    """Start a manual run of REPORT_ID (or, with --to, a test sent to one address)."""
     from herald.services.runs import UnknownReport, start_manual_run
 
     parsed: dict[str, str] = {}
@@ -207,11 +216,15 @@ def run(ctx: click.Context, report_id: str, params: tuple[str, ...], wait: bool,
         parsed[key] = value
     container = _container(ctx, _settings(data_dir=ctx.obj["data_dir"]))
     try:
-        started, _ = start_manual_run(container, report_id, parsed)
+        to = None if test_to is None else ("" if test_to == "owner" else test_to)
+        if to and not _looks_like_address(to):
+            raise click.BadParameter(f"{to!r} is not an e-mail address", param_hint="--to")
+        started, _ = start_manual_run(container, report_id, parsed, test_to=to)
     except UnknownReport:
         click.echo(f"unknown report {report_id!r} (see `herald status`)", err=True)
         sys.exit(EXIT_INVALID)
-    click.echo(f"run {started.id} queued for {report_id} ({started.period})")
+    kind = f"test run to {started.test_to}" if started.test_to else "run"
+    click.echo(f"{kind} {started.id} queued for {report_id} ({started.period})")
     if not wait:
         return
     sleep: Callable[[float], None] = ctx.obj.get("sleep") or time.sleep
@@ -225,6 +238,17 @@ def run(ctx: click.Context, report_id: str, params: tuple[str, ...], wait: bool,
     click.echo(f"run {started.id}: {status}" + (f" ({detail})" if detail and status != RunStatus.SUCCEEDED else ""))
     if final.status != RunStatus.SUCCEEDED:
         sys.exit(EXIT_NOT_SUCCEEDED)
+
+
+def _looks_like_address(text: str) -> bool:
+    from pydantic import TypeAdapter, ValidationError
+    from pydantic.networks import EmailStr
+
+    try:
+        TypeAdapter(EmailStr).validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def wait_for_run(

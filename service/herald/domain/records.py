@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from herald.domain.states import DeliveryStatus, RunStatus
 
-Trigger = Literal["schedule", "manual", "event"]
+Trigger = Literal["schedule", "manual", "event", "test"]  # test: "send a test to me"
 MAX_ATTEMPT_LOG = 12
 Channel = Literal["email", "slack"]
 
@@ -30,6 +30,7 @@ class Run(Record):
     period: str = ""  # the reporting period label, e.g. 2026-11 or 2026-11-29
     params: dict[str, str] = Field(default_factory=dict)
     extra_recipients: list[str] = Field(default_factory=list)  # e-mails added by an event
+    test_to: str = ""  # a test run: rendered as usual, sent only to this address, never counted
     created_at: AwareDatetime
     updated_at: AwareDatetime
     started_at: AwareDatetime | None = None
@@ -66,6 +67,7 @@ class Delivery(Record):
     updated_at: AwareDatetime
     events: dict[str, Any] = Field(default_factory=dict)  # provider feedback (first times, counts)
     attempt_log: list[dict[str, str]] = Field(default_factory=list)  # one entry per attempt, capped
+    test: bool = False  # of a test run: shown as a test, never in the report's delivery figures
 
     def log_attempt(self, at: datetime, result: str, error: str = "") -> list[dict[str, str]]:
         entry = {"at": at.isoformat(), "result": result}

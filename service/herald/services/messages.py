@@ -11,7 +11,8 @@ from herald.ports.messages import ChatMessage, EmailMessage
 
 
 def subject(report: ReportDefinition, run: Run) -> str:
-    return f"{report.name} — {run.period}" if run.period else report.name
+    title = f"{report.name} — {run.period}" if run.period else report.name
+    return f"[Test] {title}" if run.test_to else title
 
 
 def email_message(

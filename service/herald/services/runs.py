@@ -76,13 +76,27 @@ def submit_run(c: Container, run: Run) -> tuple[Run, bool]:
 
 
 def start_manual_run(
-    c: Container, report_id: str, params: dict[str, str] | None = None, request_id: str | None = None
+    c: Container,
+    report_id: str,
+    params: dict[str, str] | None = None,
+    request_id: str | None = None,
+    *,
+    test_to: str | None = None,
 ) -> tuple[Run, bool]:
+    """A run now. With ``test_to`` it is a *test*: rendered as usual, e-mailed only to that
+    address (the report's owner when given ""), marked as a test, and kept out of the report's
+    delivery figures, on-time record, monitor and owner alerts."""
     stored = c.store.get_report(report_id)
     if stored is None:
         raise UnknownReport(report_id)
-    run_id = ids.manual_run_id(report_id, request_id or uuid.uuid4().hex)
-    return submit_run(c, new_run(stored.definition, run_id, "manual", c.clock.now(), params=params))
+    request = request_id or uuid.uuid4().hex
+    if test_to is None:
+        run_id = ids.manual_run_id(report_id, request)
+        return submit_run(c, new_run(stored.definition, run_id, "manual", c.clock.now(), params=params))
+    to = test_to or stored.definition.owner
+    run_id = ids.manual_run_id(report_id, f"test\x1f{to.lower()}\x1f{request}")
+    run = new_run(stored.definition, run_id, "test", c.clock.now(), params=params)
+    return submit_run(c, run.model_copy(update={"test_to": to}))
 
 
 # Claims on run steps ----------------------------------------------------------------------
@@ -151,7 +165,7 @@ def _execute(c: Container, run: Run) -> Run:
         )
         return failed or run
     report = stored.definition
-    if run.status == RunStatus.PENDING and report.heartbeat_url:
+    if run.status == RunStatus.PENDING and report.heartbeat_url and not run.test_to:
         # /start as the run begins (before any dependency wait), so the monitor times the whole run.
         alerts.heartbeat(c, state="start", run=run, report_id=report.id, message=outcome_line(report, run))
     if run.status in (RunStatus.PENDING, RunStatus.WAITING):
@@ -320,6 +334,8 @@ def _render_crashed(c: Container, report: ReportDefinition, run: Run, exc: Excep
 def _deliveries_for(c: Container, report: ReportDefinition, run: Run) -> list[Delivery]:
     now = c.clock.now()
     targets = report.recipients.targets() + [("email", e) for e in run.extra_recipients]
+    if run.test_to:  # a test goes to its one address, whatever the report's recipients are
+        targets = [("email", run.test_to)]
     suppressed_emails = c.store.suppressed_among([r for ch, r in targets if ch == "email"], report.id)
     seen: set[tuple[str, str]] = set()
     deliveries = []
@@ -336,6 +352,7 @@ def _deliveries_for(c: Container, report: ReportDefinition, run: Run) -> list[De
                 channel=channel,
                 recipient=recipient,
                 status=DeliveryStatus.SUPPRESSED if suppressed else DeliveryStatus.QUEUED,
+                test=bool(run.test_to),
                 link_token=secrets.token_urlsafe(24),  # 192 bits: an unguessable capability
                 created_at=now,
                 updated_at=now,
@@ -401,6 +418,9 @@ def _finish(c: Container, run: Run) -> Run:
     if stored is None or run.status not in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED):
         return run
     report = stored.definition
+    if run.test_to:  # a test run tells only the person who asked (the CLI, the admin page)
+        log.info("test run finished", extra={"run_id": run_id, "report_id": run.report_id, "status": str(run.status)})
+        return run
     if settled_here:  # at-least-once (a redelivered finish task may repeat it); subscribers dedupe by event_id
         events.run_completed(c, run, counts)
         on_time.record_outcome(c, report, run)

@@ -31,6 +31,7 @@ from herald.domain.states import DeliveryStatus, RunStatus
 from herald.domain.strict import strict_int
 from herald.ports.store import pages
 from herald.services import on_time, resend
+from herald.services import runs as run_service
 from herald.web import admin_auth, admin_views
 from herald.web.auth import container
 
@@ -200,7 +201,8 @@ def _dependency(c: Any, dep: Any, run: Run | None) -> dict[str, Any]:
 def _filters(report_id: str) -> dict[str, Any]:
     c = container()
     run_arg = request.args.get("run", "")
-    recent = c.store.list_runs(report_id=report_id, limit=RUNS_IN_TOTALS).items
+    # Test runs ("send a test to me") are never part of the report's figures.
+    recent = [r for r in c.store.list_runs(report_id=report_id, limit=RUNS_IN_TOTALS).items if not r.test_to]
     if run_arg == "all":
         run = None
     elif run_arg:
@@ -247,7 +249,7 @@ def delivery_report(report_id: str) -> Any:
         report=stored.definition,
         f=f,
         run=run,
-        rows=[admin_views.delivery_row(d) for d in page.items],
+        rows=[admin_views.delivery_row(d) for d in page.items if run is not None or not d.test],
         next_url=url_for("admin.delivery_report", report_id=report_id, **query, cursor=page.next_cursor)
         if page.next_cursor
         else None,
@@ -408,6 +410,25 @@ def resend_failed(run_id: str) -> Any:
         extra={"actor": actor, "action": "resend_failed", "run_id": run_id, "deliveries": len(result.requested)},
     )
     return redirect(_safe_next(request.form.get("next"), url_for("admin.alerts")), code=303)
+
+
+@bp.post("/reports/<report_id>/test")
+def send_test(report_id: str) -> Any:
+    """ "Send a test to me": render the report now and e-mail it only to the signed-in person
+    (their IAP address) or, with a token login, the report's owner. Marked as a test and
+    kept out of the report's figures."""
+    c = container()
+    actor = admin_auth.user()
+    to = actor if "@" in actor else ""
+    try:
+        run, _ = run_service.start_manual_run(
+            c, report_id, request_id=request.form.get("request_id") or None, test_to=to
+        )
+    except run_service.UnknownReport:
+        return admin_auth.refusal(404, "No such report.")
+    flash(f"A test of this report is on its way to {run.test_to} (run {run.id}).", "ok")
+    log.info("admin action", extra={"actor": actor, "action": "send_test", "report_id": report_id, "run_id": run.id})
+    return redirect(url_for("admin.delivery_report", report_id=report_id, run=run.id), code=303)
 
 
 @bp.post("/suppressions/lift")

@@ -98,9 +98,7 @@ def nginx_sink(workdir: Path, latency_ms: float = 0.0) -> Iterator[Sink]:
     for _ in range(START_ATTEMPTS):
         port = _free_port()
         conf = workdir / "nginx.conf"
-        conf.write_text(
-            CONF.format(load=f"load_module {ECHO_MODULE};", dir=workdir, port=port, answer=answer)
-        )
+        conf.write_text(CONF.format(load=f"load_module {ECHO_MODULE};", dir=workdir, port=port, answer=answer))
         (workdir / "access.log").unlink(missing_ok=True)
         process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10

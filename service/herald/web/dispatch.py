@@ -1,23 +1,38 @@
-"""The embedded worker's way into the task routes: the same handlers Cloud Tasks calls."""
+"""The embedded worker's way into the task routes: the same handlers Cloud Tasks calls.
+
+Sends, the bulk of all tasks, skip the HTTP layer (issue 14): a send is the route's one
+service call, and the route's answer is rebuilt here status for status (404 no such
+delivery, 503 + Retry-After not now or storage unavailable, 200 otherwise), so the
+queue settles it exactly as it would the route's response. Every other task goes
+through the Flask test client to its route, as Cloud Tasks would post it.
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 
 from flask import Flask
 from flask.testing import FlaskClient
+from pydantic import ValidationError
 
 from herald.adapters.embedded.sqlite_queue import Dispatcher, DispatchResult
+from herald.domain.errors import StorageUnavailable
+from herald.ports.container import Container
 from herald.ports.queue import Task
+from herald.services import delivery
+from herald.services.tasks import SEND_DELIVERY
 from herald.web.auth import INTERNAL_HEADER, container, internal_token
+from herald.web.tasks import DeliveryTask
 
 
-def in_process_dispatcher(app: Flask) -> Dispatcher:
+def in_process_dispatcher(app: Flask, *, direct_sends: bool = True) -> Dispatcher:
     with app.app_context():
-        token = internal_token(container().secret)
+        c = container()
+        token = internal_token(c.secret)
     local = threading.local()
 
-    def dispatch(task: Task) -> DispatchResult:
+    def through_route(task: Task) -> DispatchResult:
         client: FlaskClient | None = getattr(local, "client", None)
         if client is None:
             client = local.client = app.test_client()
@@ -25,4 +40,26 @@ def in_process_dispatcher(app: Flask) -> Dispatcher:
         retry_after = response.headers.get("Retry-After")
         return DispatchResult(response.status_code, float(retry_after) if retry_after else None)
 
+    def dispatch(task: Task) -> DispatchResult:
+        if direct_sends and task.path == SEND_DELIVERY:
+            return send_directly(c, task)
+        return through_route(task)
+
     return dispatch
+
+
+def send_directly(c: Container, task: Task) -> DispatchResult:
+    """What ``POST /tasks/deliveries/send`` answers (web/tasks.py), without HTTP."""
+    try:
+        body = DeliveryTask.model_validate(task.payload)
+    except ValidationError:
+        return DispatchResult(400)
+    try:
+        outcome = delivery.send_delivery(c, body.delivery_id)
+    except StorageUnavailable as exc:  # web/errors.py: 503 + Retry-After
+        return DispatchResult(503, float(max(1, int(exc.retry_after))))
+    if outcome.status == "unknown":
+        return DispatchResult(404)
+    if outcome.retry_after is not None:  # web/tasks.py _not_now
+        return DispatchResult(503, float(max(1, math.ceil(outcome.retry_after))))
+    return DispatchResult(200)

@@ -17,6 +17,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -48,6 +49,25 @@ class DispatchResult:
 
 
 Dispatcher = Callable[[Task], DispatchResult]
+Settled = tuple[Task, int, DispatchResult]  # a task run, its attempt number, its outcome
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Which tasks a worker pool takes, by route: ``paths`` only, or all but ``exclude``.
+
+    Rendering has its own bounded pool (issue 12 item 3, issue 14), so a source that hangs
+    holds at most that pool's threads and never delays another report's sends or steps."""
+
+    paths: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def sql(self) -> tuple[str, tuple[str, ...]]:
+        if self.paths:
+            return f" AND path IN ({','.join('?' * len(self.paths))})", self.paths
+        if self.exclude:
+            return f" AND path NOT IN ({','.join('?' * len(self.exclude))})", self.exclude
+        return "", ()
 
 
 class SQLiteQueue:
@@ -97,22 +117,39 @@ class SQLiteQueue:
             self._wakeup.notify_all()
 
     # Consumer side ----------------------------------------------------------------------
-    def lease_next(self) -> tuple[Task, int] | None:
+    def lease_next(self, pool: Pool | None = None) -> tuple[Task, int] | None:
         """Lease the oldest due task; returns it with its attempt number (1-based)."""
+        leased = self.lease_batch(1, pool)
+        return leased[0] if leased else None
+
+    def lease_batch(
+        self, limit: int, pool: Pool | None = None, settled: Sequence[Settled] = ()
+    ) -> list[tuple[Task, int]]:
+        """Settle ``settled`` outcomes and lease up to ``limit`` due tasks of ``pool``: one transaction.
+
+        Group commit (issue 14): a worker pool records the outcomes of the tasks it ran with
+        its next lease instead of one transaction each. A handler always records its own
+        subject's outcome (a delivery sent, a run step done) before it returns, so a crash
+        that loses a pending settle only makes a task come back, and its handler's claim
+        sees the work done: nothing is done twice."""
         now = self.clock.now()
+        where, args = (pool or Pool()).sql()
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT name, path, payload, attempts FROM tasks WHERE state='queued' AND eta<=? "
-                "AND (lease_until IS NULL OR lease_until<=?) ORDER BY eta LIMIT 1",
-                (ts(now), ts(now)),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE tasks SET attempts=attempts+1, lease_until=? WHERE name=?",
-                (ts(now + self.lease), row[0]),
-            )
-        return Task(name=row[0], path=row[1], payload=json.loads(row[2])), row[3] + 1
+            for task, attempt, result in settled:
+                self.settle(task, attempt, result)  # joins this transaction
+            if limit <= 0:
+                return []
+            rows = conn.execute(
+                "SELECT name, path, payload, attempts FROM tasks WHERE state='queued' AND eta<=? "  # noqa: S608
+                f"AND (lease_until IS NULL OR lease_until<=?){where} ORDER BY eta LIMIT ?",
+                (ts(now), ts(now), *args, limit),
+            ).fetchall()
+            if rows:
+                conn.executemany(
+                    "UPDATE tasks SET attempts=attempts+1, lease_until=? WHERE name=?",
+                    [(ts(now + self.lease), row[0]) for row in rows],
+                )
+        return [(Task(name=row[0], path=row[1], payload=json.loads(row[2])), row[3] + 1) for row in rows]
 
     def settle(self, task: Task, attempt: int, result: DispatchResult) -> None:
         """Record a dispatch outcome (Cloud Tasks' semantics, see the module docstring)."""
@@ -166,17 +203,31 @@ class SQLiteQueue:
             done += 1
         return done
 
-    def release_leases(self) -> int:
-        """At start-up the previous process is gone: its leased tasks are due again now."""
+    def release_leases(self, pool: Pool | None = None) -> int:
+        """At start-up the previous process is gone: its leased tasks (of ``pool``) are due again now."""
+        where, args = (pool or Pool()).sql()
         with self._write() as conn:
             return conn.execute(
-                "UPDATE tasks SET lease_until=NULL WHERE state='queued' AND lease_until IS NOT NULL"
+                f"UPDATE tasks SET lease_until=NULL WHERE state='queued' AND lease_until IS NOT NULL{where}",  # noqa: S608
+                args,
             ).rowcount
 
-    def seconds_until_next(self) -> float | None:
+    def release(self, names: Sequence[str]) -> None:
+        """Give back leased tasks that were never dispatched (a pool stopping)."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE tasks SET lease_until=NULL, attempts=attempts-1 WHERE name=? AND state='queued'",
+                [(name,) for name in names],
+            )
+
+    def seconds_until_next(self, pool: Pool | None = None) -> float | None:
+        where, args = (pool or Pool()).sql()
         row = (
             self._conn()
-            .execute("SELECT MIN(COALESCE(MAX(eta, lease_until), eta)) FROM tasks WHERE state='queued'")
+            .execute(
+                f"SELECT MIN(COALESCE(MAX(eta, lease_until), eta)) FROM tasks WHERE state='queued'{where}",  # noqa: S608
+                args,
+            )
             .fetchone()
         )
         if row is None or row[0] is None:
@@ -196,9 +247,9 @@ class SQLiteQueue:
             ).rowcount
 
     # Worker threads -------------------------------------------------------------------
-    def wait_for_work(self, stop: threading.Event, max_wait: float = 1.0) -> None:
-        """Block until a task may be due, new work arrives, or ``stop`` is set."""
-        delay = self.seconds_until_next()
+    def wait_for_work(self, stop: threading.Event, max_wait: float = 1.0, pool: Pool | None = None) -> None:
+        """Block until a task of ``pool`` may be due, new work arrives, or ``stop`` is set."""
+        delay = self.seconds_until_next(pool)
         timeout = max_wait if delay is None else min(delay, max_wait)
         if timeout <= 0 or stop.is_set():
             return
@@ -207,28 +258,82 @@ class SQLiteQueue:
 
 
 class QueueWorkers:
-    """Worker threads that dispatch due tasks until stopped (embedded backend only)."""
+    """Worker threads that dispatch due tasks of one pool until stopped (embedded backend only).
 
-    def __init__(self, queue: SQLiteQueue, dispatch: Dispatcher, threads: int) -> None:
+    Each pool leases in batches of up to its thread count and settles what it ran in the
+    same transaction as its next lease (``SQLiteQueue.lease_batch``): per task, the queue
+    costs a fraction of one write instead of two. Leased tasks wait in memory for a free
+    thread of the pool; pending outcomes are written when the pool goes idle or stops."""
+
+    def __init__(
+        self, queue: SQLiteQueue, dispatch: Dispatcher, threads: int, pool: Pool | None = None, name: str = "worker"
+    ) -> None:
         self.queue = queue
         self.dispatch = dispatch
+        self.pool = pool or Pool()
+        self.batch = max(1, threads)
         self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._leased: deque[tuple[Task, int]] = deque()
+        self._settled: list[Settled] = []
         self.threads = [
-            threading.Thread(target=self._loop, name=f"herald-worker-{i}", daemon=True) for i in range(threads)
+            threading.Thread(target=self._loop, name=f"herald-{name}-{i}", daemon=True) for i in range(threads)
         ]
 
     def start(self) -> None:
-        released = self.queue.release_leases()
+        released = self.queue.release_leases(self.pool)
         if released:
             log.info("resumed tasks left leased by the previous process", extra={"tasks": released})
         for thread in self.threads:
             thread.start()
 
+    def _next(self) -> tuple[Task, int] | None:
+        with self._lock:
+            if self._leased:
+                return self._leased.popleft()
+            settled, self._settled = self._settled, []
+        try:
+            leased = self.queue.lease_batch(self.batch, self.pool, settled)
+        except BaseException:
+            with self._lock:  # not written: try again with the next lease
+                self._settled[:0] = settled
+            raise
+        if not leased:
+            return None
+        with self._lock:
+            self._leased.extend(leased[1:])
+        return leased[0]
+
+    def _run(self, task: Task, attempt: int) -> None:
+        try:
+            result = self.dispatch(task)
+        except Exception:
+            log.exception("task handler crashed", extra={"task": task.name, "path": task.path})
+            result = DispatchResult(status=500)
+        with self._lock:
+            self._settled.append((task, attempt, result))
+
+    def flush(self) -> None:
+        """Write the outcomes ran but not yet settled (idle, stopping)."""
+        with self._lock:
+            settled, self._settled = self._settled, []
+        if settled:
+            try:
+                self.queue.lease_batch(0, self.pool, settled)
+            except BaseException:
+                with self._lock:
+                    self._settled[:0] = settled
+                raise
+
     def _loop(self) -> None:
         while not self.stop_event.is_set():
             try:
-                if not self.queue.dispatch_one(self.dispatch):
-                    self.queue.wait_for_work(self.stop_event)
+                leased = self._next()
+                if leased is None:
+                    self.flush()
+                    self.queue.wait_for_work(self.stop_event, pool=self.pool)
+                else:
+                    self._run(*leased)
             except StorageUnavailable as exc:  # e.g. a full disk: say so, look again soon, no traceback
                 log.error("queue worker paused: storage unavailable", extra={"error": exc.message})
                 self.stop_event.wait(STORAGE_PAUSE_SECONDS)
@@ -242,3 +347,12 @@ class QueueWorkers:
             self.queue._wakeup.notify_all()
         for thread in self.threads:
             thread.join(timeout)
+        try:
+            self.flush()
+        except StorageUnavailable as exc:  # the tasks come back on the next start; their handlers see them done
+            log.error("could not record finished tasks at stop", extra={"error": exc.message})
+        with self._lock:  # leased and never started: due again at once on the next start
+            left = [task.name for task, _ in self._leased]
+            self._leased.clear()
+        if left:
+            self.queue.release(left)

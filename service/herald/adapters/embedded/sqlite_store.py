@@ -32,6 +32,16 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
     id TEXT PRIMARY KEY, enabled INTEGER NOT NULL, next_fire_at TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reports_due ON reports (enabled, next_fire_at);
+-- A definition's version, bumped by SQLite itself on every write of its doc (from any
+-- process): a send reads this small row and takes the parsed definition from the cache
+-- instead of reading (and hashing) a document that grows with the recipients (issue 14).
+CREATE TABLE IF NOT EXISTS report_versions (id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS report_version_on_insert AFTER INSERT ON reports BEGIN
+    INSERT INTO report_versions (id, version) VALUES (NEW.id, 1)
+    ON CONFLICT (id) DO UPDATE SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS report_version_on_update AFTER UPDATE OF doc ON reports BEGIN
+    INSERT INTO report_versions (id, version) VALUES (NEW.id, 1)
+    ON CONFLICT (id) DO UPDATE SET version = version + 1; END;
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, report_id TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
     doc TEXT NOT NULL);
@@ -91,8 +101,23 @@ class DefinitionCache:
 
     def __init__(self, size: int = 256) -> None:
         self._items: dict[str, ReportDefinition] = {}
+        self._versions: dict[str, tuple[int, ReportDefinition]] = {}  # report id -> (version, parsed)
         self._size = size
         self._lock = threading.Lock()
+
+    def by_version(self, report_id: str, version: int | None) -> ReportDefinition | None:
+        if version is None:  # a row written before versions existed: read its document
+            return None
+        with self._lock:
+            found = self._versions.get(report_id)
+        return found[1] if found is not None and found[0] == version else None
+
+    def remember(self, report_id: str, version: int | None, definition: ReportDefinition) -> None:
+        if version is not None:
+            with self._lock:
+                if len(self._versions) >= self._size and report_id not in self._versions:
+                    self._versions.pop(next(iter(self._versions)))
+                self._versions[report_id] = (version, definition)
 
     def parse(self, doc: str) -> ReportDefinition:
         with self._lock:
@@ -159,8 +184,26 @@ class SQLiteStore:
         return StoredReport(self._definitions.parse(row[1]), _from_ts(row[0]))
 
     def get_report(self, report_id: str) -> StoredReport | None:
-        row = self._conn().execute("SELECT next_fire_at, doc FROM reports WHERE id=?", (report_id,)).fetchone()
-        return self._report(row) if row else None
+        conn = self._conn()
+        head = conn.execute(
+            "SELECT r.next_fire_at, v.version FROM reports r LEFT JOIN report_versions v ON v.id = r.id WHERE r.id=?",
+            (report_id,),
+        ).fetchone()
+        if head is None:
+            return None
+        cached = self._definitions.by_version(report_id, head[1])
+        if cached is not None:
+            return StoredReport(cached, _from_ts(head[0]))
+        row = conn.execute(
+            "SELECT r.next_fire_at, r.doc, v.version FROM reports r LEFT JOIN report_versions v ON v.id = r.id "
+            "WHERE r.id=?",
+            (report_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        stored = self._report(row)
+        self._definitions.remember(report_id, row[2], stored.definition)
+        return stored
 
     def list_reports(self) -> list[StoredReport]:
         rows = self._conn().execute("SELECT next_fire_at, doc FROM reports ORDER BY id").fetchall()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from herald.domain.errors import InvalidTransition
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
 from herald.ports.store import Suppression
@@ -303,7 +304,12 @@ def test_transition_delivery_is_compare_and_swap(store):
     store.create_deliveries([make_delivery()])
     store.claim_delivery("d1", NOW, NOW + LEASE)
     sent_at = NOW + timedelta(seconds=3, microseconds=5)
-    assert store.transition_delivery("d1", [DeliveryStatus.QUEUED], DeliveryStatus.SENT) is None
+    # An allowed edge from a state it is not in: the compare fails and nothing is written.
+    assert store.transition_delivery("d1", [DeliveryStatus.RETRYING], DeliveryStatus.FAILED) is None
+    # An edge the domain's table does not list is a bug, refused loudly (one source of truth).
+    with pytest.raises(InvalidTransition):
+        store.transition_delivery("d1", [DeliveryStatus.QUEUED], DeliveryStatus.SENT)
+    assert store.get_delivery("d1").status == DeliveryStatus.SENDING
 
     sent = store.transition_delivery(
         "d1",

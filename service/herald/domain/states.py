@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from herald.domain.errors import InvalidTransition
@@ -84,6 +85,23 @@ DELIVERY_FAILED = frozenset({DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, Deli
 # Not known to have arrived: what the owner alert lists and resend-to-failed offers.
 DELIVERY_NOT_DELIVERED = DELIVERY_FAILED | {DeliveryStatus.UNKNOWN}
 RUN_OPEN = frozenset({RunStatus.PENDING, RunStatus.WAITING, RunStatus.RENDERING, RunStatus.DELIVERING})
+
+
+def run_sources(from_statuses: Iterable[RunStatus], to: RunStatus) -> frozenset[RunStatus]:
+    """The from-states of a conditional run write, checked against RUN_TRANSITIONS: the one
+    source of truth. Asking for an edge the table does not list is a bug, refused loudly."""
+    sources = frozenset(from_statuses)
+    for current in sources:
+        check_run(current, to)
+    return sources
+
+
+def delivery_sources(from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus) -> frozenset[DeliveryStatus]:
+    """As ``run_sources``, for DELIVERY_TRANSITIONS."""
+    sources = frozenset(from_statuses)
+    for current in sources:
+        check_delivery(current, to)
+    return sources
 
 
 def check_run(current: RunStatus, target: RunStatus) -> None:

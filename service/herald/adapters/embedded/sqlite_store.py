@@ -22,7 +22,14 @@ from herald.adapters.embedded.sqlite_db import SQLiteFile
 from herald.domain.ids import notification_collection
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.reports import ReportDefinition
-from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
+from herald.domain.states import (
+    DELIVERY_CLAIMABLE,
+    DELIVERY_OPEN,
+    DeliveryStatus,
+    RunStatus,
+    delivery_sources,
+    run_sources,
+)
 from herald.ports.store import AlertChange, DeliveryChange, EventsFold, Page, RunChange, StoredReport, Suppression
 
 R = TypeVar("R", bound=BaseModel)
@@ -277,7 +284,7 @@ class SQLiteStore:
     def transition_run(
         self, run_id: str, from_statuses: Iterable[RunStatus], to: RunStatus, **fields: Any
     ) -> Run | None:
-        allowed = set(from_statuses)
+        allowed = run_sources(from_statuses, to)
 
         def change(run: Run) -> Run | None:
             if run.status not in allowed:
@@ -382,7 +389,7 @@ class SQLiteStore:
     def transition_delivery(
         self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
     ) -> Delivery | None:
-        allowed = set(from_statuses)
+        allowed = delivery_sources(from_statuses, to)
 
         def change(d: Delivery) -> Delivery | None:
             if d.status not in allowed:

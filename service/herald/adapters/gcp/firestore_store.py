@@ -46,7 +46,14 @@ from herald.adapters.gcp.firestore_docs import (
 from herald.domain.ids import notification_collection
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.reports import ReportDefinition
-from herald.domain.states import DELIVERY_CLAIMABLE, DELIVERY_OPEN, DeliveryStatus, RunStatus
+from herald.domain.states import (
+    DELIVERY_CLAIMABLE,
+    DELIVERY_OPEN,
+    DeliveryStatus,
+    RunStatus,
+    delivery_sources,
+    run_sources,
+)
 from herald.ports.store import AlertChange, DeliveryChange, EventsFold, Page, RunChange, StoredReport, Suppression
 
 R = TypeVar("R", bound=BaseModel)
@@ -207,7 +214,7 @@ class FirestoreStore:
     def transition_run(
         self, run_id: str, from_statuses: Iterable[RunStatus], to: RunStatus, **fields: Any
     ) -> Run | None:
-        allowed = set(from_statuses)
+        allowed = run_sources(from_statuses, to)
         update = self._updating(fields, status=to)
         return self._mutate("runs", Run, run_id, lambda run: update(run) if run.status in allowed else None)
 
@@ -299,7 +306,7 @@ class FirestoreStore:
     def transition_delivery(
         self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
     ) -> Delivery | None:
-        allowed = set(from_statuses)
+        allowed = delivery_sources(from_statuses, to)
         update = self._updating(fields, status=to)
         return self._mutate(
             "report_delivery_log", Delivery, delivery_id, lambda d: update(d) if d.status in allowed else None

@@ -115,12 +115,8 @@ def test_never_reachable_addresses_even_when_private_ones_are_allowed(address, w
         assert problem is not None and word in problem.replace("a routable", "routable").replace("not a ", "not ")
 
 
-IPV6_LOOPBACK_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: domain/targets.py refuses ::1 as 'not a routable address' even with private targets allowed "
-    "(ipaddress counts ::1 as reserved; the loopback check comes after the reserved one)",
-)
-PRIVATE = ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", pytest.param("::1", marks=IPV6_LOOPBACK_BUG)]
+# ::1 once failed here: ipaddress counts it as reserved, and the reserved check came first.
+PRIVATE = ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "::1"]
 
 
 @pytest.mark.parametrize("address", [*PRIVATE, "fd12::1", "100.64.0.1"])

@@ -29,7 +29,8 @@ def address_problem(address: str, allow_private: bool) -> str | None:
         return f"{ip} is a cloud metadata address"
     if ip.is_link_local:
         return f"{ip} is link-local"
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or str(ip) == "255.255.255.255":
+    # Loopback before "reserved": ipaddress counts ::1 as reserved, and it is loopback.
+    if not ip.is_loopback and (ip.is_unspecified or ip.is_multicast or ip.is_reserved or str(ip) == "255.255.255.255"):
         return f"{ip} is not a routable address"
     if ip.is_loopback or ip.is_private or ip in _CGNAT:
         if allow_private:

@@ -26,6 +26,7 @@ from herald.settings import Settings
 if TYPE_CHECKING:
     from google.cloud import firestore
 
+    from herald.adapters.gcp.iap import IapVerifier
     from herald.adapters.gcp.oidc import OidcVerifier
     from herald.adapters.gcp.scheduler_health import SchedulerHealth, TickHealth
 
@@ -158,3 +159,10 @@ def internal_verifiers(settings: Settings) -> Mapping[str, OidcVerifier]:
             request=certs,
         )
     return verifiers
+
+
+def iap_verifier(settings: Settings) -> IapVerifier:
+    """The admin service's check of IAP's signed header (web/admin_auth.py uses it)."""
+    from herald.adapters.gcp.iap import IapVerifier
+
+    return IapVerifier(settings.iap_audience, settings.iap_certs_url, settings.http_timeout_seconds)

@@ -139,10 +139,10 @@ def _confined(field_name: str, path: Path, root: Path) -> None:
 def read_table(path: Path) -> tuple[list[str], list[list[Any]]]:
     """A CSV (header row first) or JSON (list of objects, or ``{columns, rows}``) data file,
     read as the pdf renderer reads it, so inline data renders exactly as the file did."""
-    from herald.adapters.sources.pdf import _load_csv, _load_json
     from herald.domain.errors import RenderError
+    from herald.domain.tables import LOADERS
 
-    loaders = {".csv": _load_csv, ".json": _load_json}
+    loaders = LOADERS
     loader = loaders.get(path.suffix.lower())
     if loader is None:
         raise ValueError(f"source.data_file: {path.name}: use a .csv or .json file")

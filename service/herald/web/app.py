@@ -65,6 +65,10 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         from herald.bootstrap_gcp import internal_verifiers
 
         app.extensions["herald.oidc"] = internal_verifiers(container.settings)
+    if container.settings.backend == "gcp" and (role == "all" or role in ROUTES_BY_ROLE["admin"]):
+        from herald.bootstrap_gcp import iap_verifier  # /admin behind IAP (web/admin_auth.py)
+
+        app.extensions["herald.iap"] = iap_verifier(container.settings)
     trace.register(app)
 
     @app.get("/healthz")

@@ -53,7 +53,7 @@ def _oidc_refusal(verifiers: Mapping[str, Any]) -> tuple[Any, int] | None:
     """gcp: a Google OIDC token for our audience from this route family's invoker
     (herald.bootstrap_gcp.internal_verifiers). 401 / 403 / 503 as OidcVerifier decides;
     the reason is logged, never returned."""
-    from herald.adapters.gcp.oidc import AuthError
+    from herald.ports.auth import AuthError
 
     family = request.path.strip("/").split("/", 1)[0]
     verifier = verifiers.get(family)

@@ -37,10 +37,10 @@ from typing import Any
 from flask import Blueprint, request
 from pydantic import ValidationError
 
-from herald.adapters.gcp.pubsub import EnvelopeError, PushMessage, parse_push_envelope
 from herald.ports.container import Container
 from herald.web.auth import container, internal
 from herald.web.errors import error
+from herald.web.push_envelope import EnvelopeError, PushMessage, parse_push_envelope
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from google.cloud import pubsub_v1
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
 from herald.adapters.embedded.log_publisher import LogPublisher
-from herald.adapters.gcp.pubsub import PubSubPublisher, build_publisher_client, parse_push_envelope
+from herald.adapters.gcp.pubsub import PubSubPublisher, build_publisher_client
 from herald.ports.events import EventPublisher, PublishError
 from herald.settings import load_settings
+from herald.web.push_envelope import parse_push_envelope
 from tests.support.gcp_emulators import PROJECT, HttpReceiver
 
 pytestmark = pytest.mark.emulator

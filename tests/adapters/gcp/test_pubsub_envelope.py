@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from herald.adapters.gcp.pubsub import EnvelopeError, parse_push_envelope
+from herald.web.push_envelope import EnvelopeError, parse_push_envelope
 
 SUB = "projects/herald-test/subscriptions/herald-events"
 

@@ -34,6 +34,8 @@ import google.auth.transport.requests
 import requests
 from google.oauth2 import id_token
 
+from herald.ports.auth import AuthError  # re-exported: the verifiers here raise it
+
 if TYPE_CHECKING:
     from herald.settings import Settings
 
@@ -42,16 +44,6 @@ log = logging.getLogger(__name__)
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
 _MAX_AGE = re.compile(r"max-age=(\d+)")
-
-
-class AuthError(Exception):
-    """The request is not authenticated (401), not allowed (403) or cannot be checked
-    now (503). ``reason`` is for logs, never for the response body."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
 
 
 class _CertsResponse:

@@ -10,7 +10,6 @@ fpdf2 tables: https://py-pdf.github.io/fpdf2/Tables.html (headings repeat on eac
 from __future__ import annotations
 
 import csv
-import json
 import re
 import unicodedata
 from pathlib import Path
@@ -21,6 +20,7 @@ from fpdf.fonts import FontFace
 
 from herald.domain.errors import RenderError
 from herald.domain.reports import PdfSource, render_summary
+from herald.domain.tables import LOADERS, Table
 from herald.ports.clock import Clock, SystemClock
 from herald.ports.sources import Rendered, RenderRequest
 
@@ -40,8 +40,6 @@ _REPLACEMENTS = {
     "\u0131": "i",
 }
 _NUMBER = re.compile(r"^[-+(]?[$€£]?\s?[\d,]*\.?\d+\)?\s?[%kKmMbB]?$")
-
-Table = tuple[list[str], list[list[str]]]
 
 
 def pdf_text(value: object) -> str:
@@ -78,29 +76,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _load_csv(path: Path) -> Table:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = list(csv.reader(handle))
-    if not reader or not any(cell.strip() for cell in reader[0]):
-        raise RenderError(f"data file {path.name}: no header row")
-    return reader[0], [row for row in reader[1:] if any(cell.strip() for cell in row)]
-
-
-def _load_json(path: Path) -> Table:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise RenderError(f"data file {path.name}: invalid JSON ({exc})") from None
-    if isinstance(document, dict) and isinstance(document.get("columns"), list):
-        return [str(c) for c in document["columns"]], list(document.get("rows") or [])
-    if not isinstance(document, list) or not all(isinstance(item, dict) for item in document):
-        raise RenderError(f"data file {path.name}: expected a list of objects (or {{columns, rows}})")
-    columns: list[str] = []
-    for item in document:
-        columns.extend(key for key in item if key not in columns)
-    return columns, [[item.get(c) for c in columns] for item in document]
-
-
 class PdfRenderer:
     """Render a ``pdf`` source. ``base_dir`` anchors relative ``data_file`` paths."""
 
@@ -129,7 +104,7 @@ class PdfRenderer:
             path = self._base_dir / source.data_file.replace("{period}", period)
             if not path.is_file():
                 raise RenderError(f"data file not found: {path}")
-            loaders = {".csv": _load_csv, ".json": _load_json}
+            loaders = LOADERS
             loader = loaders.get(path.suffix.lower())
             if loader is None:
                 raise RenderError(f"data file {path.name}: use a .csv or .json file")

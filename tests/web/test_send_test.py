@@ -78,3 +78,22 @@ def test_herald_run_to_sends_a_test_and_refuses_a_non_address(tmp_path):
     assert "test run to me@example.com" in sent.output
     mails = sorted(p.read_text() for p in (data / "outbox" / "mail").glob("*.eml"))
     assert len(mails) == 1 and "To: me@example.com" in mails[0] and "[Test] Board pack" in mails[0]
+
+
+def test_applied_changes_show_on_the_report_page_without_their_values(tmp_path):
+    from herald.services import definitions
+
+    c = factories.container(tmp_path, admin_token=TOKEN)
+    first = factories.report()
+    changed = factories.report(
+        name="Board pack v2",
+        source={"type": "http", "url": "https://reports.example.com/x", "headers": {"X-Key": "s3cret"}},
+    )
+    now = c.clock.now()
+    for report, actor in ((first, "ci@example.com"), (changed, "olivia@example.com")):
+        definitions.apply(c.store, definitions.plan(c.store.list_reports(), [report], now), now, actor=actor)
+    client = create_app(c).test_client()
+    assert login(client).status_code == 303
+    page = client.get("/admin/reports/board-pack").get_data(as_text=True)
+    assert "Definition changes" in page and "olivia@example.com" in page and "ci@example.com" in page
+    assert "s3cret" not in page  # who, when, which fields; never the values

@@ -30,7 +30,7 @@ from herald.domain.records import Run
 from herald.domain.states import DeliveryStatus, RunStatus
 from herald.domain.strict import strict_int
 from herald.ports.store import pages
-from herald.services import on_time, resend
+from herald.services import definitions, on_time, resend
 from herald.services import runs as run_service
 from herald.web import admin_auth, admin_views
 from herald.web.auth import container
@@ -42,6 +42,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin", static_folder="static", s
 PAGE_SIZES = (25, 50, 100, 200)
 ENGAGEMENT_SCAN_MAX = 5000  # opens/clicks/downloads are summed over a run's records up to this size
 RUNS_IN_TOTALS = 8
+CHANGES_SHOWN = 10  # the newest applied changes shown on a report's page
 CSV_PAGE = 1000
 OPEN_ENDPOINTS = {"admin.login", "admin.static"}
 
@@ -104,6 +105,16 @@ def _page_size() -> int:
     if value not in PAGE_SIZES:
         raise BadFilter(f"limit must be one of {', '.join(map(str, PAGE_SIZES))}")
     return value
+
+
+REPORT_FILTERS = ("run", "status", "recipient", "limit")
+RUNS_FILTERS = ("report", "status", "limit")
+
+
+def _kept_filters(names: tuple[str, ...]) -> dict[str, Any]:
+    """The page's own filters for its paging links. Only known names: url_for would take a
+    ``report_id`` or ``_scheme`` from the query string as its own argument (a 500)."""
+    return {k: v for k, v in request.args.items() if k in names}
 
 
 def _safe_next(target: str | None, default: str) -> str:
@@ -243,7 +254,7 @@ def delivery_report(report_id: str) -> Any:
     engagement = None
     if run is not None and selected is not None and selected["total"] <= ENGAGEMENT_SCAN_MAX:
         engagement = admin_views.engagement(_all_deliveries(c, run.id))
-    query: dict[str, Any] = {k: v for k, v in request.args.items() if k != "cursor"}
+    query = _kept_filters(REPORT_FILTERS)
     return render_template(
         "admin/delivery_report.html",
         report=stored.definition,
@@ -262,6 +273,8 @@ def delivery_report(report_id: str) -> Any:
         totals=totals,
         selected=selected,
         engagement=engagement,
+        # Who changed this definition, when, and which fields (values stay out: they may hold secrets).
+        changes=list(reversed(definitions.history(c.store, report_id)))[:CHANGES_SHOWN],
         engagement_max=ENGAGEMENT_SCAN_MAX,
         statuses=[s.value for s in DeliveryStatus],
         limit=limit,
@@ -355,7 +368,7 @@ def runs() -> Any:
             }
         )
     longest = max((i["total_seconds"] for i in items), default=0) or 1
-    query: dict[str, Any] = {k: v for k, v in request.args.items() if k != "cursor"}
+    query = _kept_filters(RUNS_FILTERS)
     return render_template(
         "admin/runs.html",
         items=items,

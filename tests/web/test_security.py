@@ -490,3 +490,12 @@ def test_a_browsers_same_origin_form_post_with_origin_null_is_accepted(tmp_path)
     assert client.post("/admin/login", data={"token": TOKEN}, headers=headers).status_code == 303
     sandboxed = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
     assert create_app(c).test_client().post("/admin/login", data={"token": TOKEN}, headers=sandboxed).status_code == 403
+
+
+@pytest.mark.parametrize("query", ["report_id=x", "_scheme=javascript", "_external=1", "_anchor=x", "report_id="])
+def test_query_names_that_url_for_would_take_as_its_own_are_ignored(client, query):
+    # Found by the fuzz test: paging links built with **request.args answered 500.
+    apply_definitions(client.application.extensions["herald"], [factories.report()])
+    for path in ("/admin/reports/board-pack", "/admin/runs"):
+        response = client.get(f"{path}?{query}&cursor=abc")
+        assert response.status_code < 500, (path, response.status_code)

@@ -323,10 +323,10 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     """Run Herald (embedded backend): HTTP, the task workers and the minute tick, in one process."""
     from werkzeug.serving import make_server
 
-    from herald.adapters.embedded.sqlite_queue import QueueWorkers, SQLiteQueue
+    from herald.adapters.embedded.sqlite_queue import SQLiteQueue
     from herald.logs import configure_logging
     from herald.web.app import create_app
-    from herald.web.dispatch import in_process_dispatcher
+    from herald.web.dispatch import in_process_dispatcher, worker_pools
 
     settings = _settings(data_dir=ctx.obj["data_dir"], host=host, port=port)
     if settings.backend != "embedded":
@@ -345,7 +345,7 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     app = create_app(container)
     dispatch = in_process_dispatcher(app)
     assert isinstance(container.queue, SQLiteQueue)
-    workers = QueueWorkers(container.queue, dispatch, settings.worker_threads)
+    pools = worker_pools(container.queue, dispatch, settings)  # renders apart from sends (issue 12, 14)
     released = getattr(container.store, "release_run_leases", lambda: 0)()  # the previous process is gone
     if released:
         click.echo(f"herald: resumed {released} run step(s) the previous process had claimed", err=True)
@@ -366,7 +366,8 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
 
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)
-    workers.start()
+    for pool in pools:
+        pool.start()
     ticker.start()
     watchdog.start()
     click.echo(
@@ -376,7 +377,8 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
         f"  Reports: {len(definitions)} applied" + (f" from {reports_file}" if reports_file else "")
     )
     server.serve_forever()
-    workers.stop()
+    for pool in pools:
+        pool.stop()
     ticker.join(5)
     watchdog.join(5)
     click.echo("herald: stopped; queued work resumes on the next start", err=True)

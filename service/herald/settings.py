@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     pubsub_emulator_host: str = ""  # host:port of the Pub/Sub emulator; empty = Google
     scheduler_tick_job: str = "herald-tick"  # Cloud Scheduler job id of the one-minute tick
 
+    # Throughput and queues (issue 14)
+    # Embedded: renders (/tasks/runs/execute) have their own bounded pool, so a hung source
+    # holds at most render_threads and never delays sends, finish steps or notifications,
+    # which run on worker_threads. gcp: run steps, sends and notifications on their own
+    # Cloud Tasks queues; sends spread over tasks_send_shards queues (docs/scaling.md).
+    render_threads: int = 4  # embedded backend: worker threads that render (the rest use worker_threads)
+    tasks_send_queue: str = ""  # Cloud Tasks queue id of sends; empty = tasks_queue
+    tasks_send_shards: int = 1  # sends spread over this many queues, <tasks_send_queue>-0..N-1 when above 1
+    tasks_notify_queue: str = ""  # Cloud Tasks queue id of owner alerts, ops messages, pings; empty = tasks_queue
+
     @field_validator(
         "oidc_allowed_emails", "oidc_tasks_emails", "oidc_pubsub_emails", "oidc_scheduler_emails", mode="before"
     )
@@ -186,6 +196,13 @@ class Settings(BaseSettings):
         # https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.dispatch_deadline
         if not 15 <= value <= 1800:
             raise ValueError("tasks_dispatch_deadline_seconds must be between 15 and 1800")
+        return value
+
+    @field_validator("render_threads", "tasks_send_shards")
+    @classmethod
+    def _pool_size(cls, value: int) -> int:
+        if not 1 <= value <= 256:
+            raise ValueError("render_threads and tasks_send_shards must be between 1 and 256")
         return value
 
     @field_validator("tasks_fanout_pool")

@@ -59,6 +59,10 @@ OPTIONAL_IN_GCP: dict[str, str] = {
     "sendgrid_asm_group_id": "unset = List-Unsubscribe headers to Herald's own endpoint",
     "tasks_oidc_audience": "empty = tasks_worker_url, the audience the worker verifies",
     "tasks_emulator_host": "emulators are for tests and local runs",
+    # Issue 14: tasks.tf creates herald-sends(-N) and herald-notifications; until env.tf and
+    # make run-gcp's emulator carry them, empty = every task on tasks_queue (as before).
+    "tasks_send_queue": "empty = tasks_queue (one queue for all tasks, as before)",
+    "tasks_notify_queue": "empty = tasks_queue (one queue for all tasks, as before)",
     "pubsub_emulator_host": "emulators are for tests and local runs",
     "storage_emulator_host": "emulators are for tests and local runs",
     "firestore_emulator_host": "emulators are for tests and local runs",

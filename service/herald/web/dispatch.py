@@ -16,12 +16,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import ValidationError
 
-from herald.adapters.embedded.sqlite_queue import Dispatcher, DispatchResult
+from herald.adapters.embedded.sqlite_queue import Dispatcher, DispatchResult, Pool, QueueWorkers, SQLiteQueue
 from herald.domain.errors import StorageUnavailable
 from herald.ports.container import Container
 from herald.ports.queue import Task
 from herald.services import delivery
-from herald.services.tasks import SEND_DELIVERY
+from herald.services.tasks import EXECUTE_RUN, SEND_DELIVERY
+from herald.settings import Settings
 from herald.web.auth import INTERNAL_HEADER, container, internal_token
 from herald.web.tasks import DeliveryTask
 
@@ -63,3 +64,18 @@ def send_directly(c: Container, task: Task) -> DispatchResult:
     if outcome.retry_after is not None:  # web/tasks.py _not_now
         return DispatchResult(503, float(max(1, math.ceil(outcome.retry_after))))
     return DispatchResult(200)
+
+
+RENDER_POOL = Pool(paths=(EXECUTE_RUN,))  # renders: a hung source holds only these threads
+MAIN_POOL = Pool(exclude=(EXECUTE_RUN,))  # sends, finish steps, notifications, everything else
+
+
+def worker_pools(queue: SQLiteQueue, dispatch: Dispatcher, settings: Settings) -> list[QueueWorkers]:
+    """`herald serve`'s worker pools: renders on ``render_threads`` of their own, the rest
+    on ``worker_threads`` (none when it is 0: tests that drive the queue themselves)."""
+    if settings.worker_threads <= 0:
+        return []
+    return [
+        QueueWorkers(queue, dispatch, settings.render_threads, RENDER_POOL, name="render"),
+        QueueWorkers(queue, dispatch, settings.worker_threads, MAIN_POOL, name="worker"),
+    ]

@@ -216,6 +216,44 @@ def test_from_settings() -> None:
         load_settings(tasks_dispatch_deadline_seconds=5)
 
 
+def test_run_steps_sends_and_notifications_go_to_their_own_queues() -> None:
+    """Issue 14: a large fan-out never queues in front of another report's run steps, and
+    sends spread over N shards by a stable hash of the task name (a redelivered fan-out asks
+    the same queue for the same name, so Cloud Tasks' per-queue de-duplication holds)."""
+    settings = load_settings(
+        gcp_project="p",
+        gcp_location="l",
+        tasks_queue="runs",
+        tasks_worker_url="https://w",
+        tasks_send_queue="sends",
+        tasks_send_shards=4,
+        tasks_notify_queue="notify",
+    )
+    client = FakeTasksClient()
+    queue = CloudTasksQueue.from_settings(settings, client=client)
+    base = "projects/p/locations/l/queues/"
+    assert queue.queue_for(Task("run-1", "/tasks/runs/execute")) == base + "runs"
+    assert queue.queue_for(Task("finish-1", "/tasks/runs/finish")) == base + "runs"
+    assert queue.queue_for(Task("n-1", "/tasks/notifications/send")) == base + "notify"
+    shards = {queue.queue_for(Task(f"send-{i}", "/tasks/deliveries/send")) for i in range(200)}
+    assert shards == {f"{base}sends-{i}" for i in range(4)}
+    again = [queue.queue_for(Task(f"send-{i}", "/tasks/deliveries/send")) for i in range(20)]
+    assert again == [queue.queue_for(Task(f"send-{i}", "/tasks/deliveries/send")) for i in range(20)]
+    assert queue.enqueue(Task("send-7", "/tasks/deliveries/send"))
+    (request,) = client.requests
+    assert request.parent == queue.queue_for(Task("send-7", "/tasks/deliveries/send"))
+    assert request.task.name.startswith(request.parent + "/tasks/")
+
+
+def test_one_queue_for_all_by_default() -> None:
+    settings = load_settings(gcp_project="p", gcp_location="l", tasks_queue="q", tasks_worker_url="https://w")
+    queue = CloudTasksQueue.from_settings(settings, client=FakeTasksClient())
+    for path in ("/tasks/runs/execute", "/tasks/deliveries/send", "/tasks/notifications/send"):
+        assert queue.queue_for(Task("t", path)) == "projects/p/locations/l/queues/q"
+    with pytest.raises(ValueError):
+        load_settings(tasks_send_shards=0)
+
+
 @pytest.mark.emulator
 def test_task_is_dispatched_to_the_worker_with_json_body_and_headers(
     tasks_emulator: str, http_receiver: HttpReceiver

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,24 @@ def build_client(emulator_host: str = "") -> tasks_v2.CloudTasksClient:
     return tasks_v2.CloudTasksClient()
 
 
+def send_queue_ids(settings: Settings) -> list[str]:
+    """The queue ids sends go to: one, or ``<tasks_send_queue>-0 .. -N-1`` (terraform/modules/herald/tasks.tf)."""
+    base = settings.tasks_send_queue or settings.tasks_queue
+    if settings.tasks_send_shards <= 1:
+        return [base]
+    return [f"{base}-{i}" for i in range(settings.tasks_send_shards)]
+
+
+def routes_from_settings(settings: Settings) -> dict[str, list[str]]:
+    """Run steps stay on ``tasks_queue``; sends and notifications get their own queues (issue 14)."""
+    from herald.services.tasks import SEND_DELIVERY, SEND_NOTIFICATION
+
+    return {
+        SEND_DELIVERY: send_queue_ids(settings),
+        SEND_NOTIFICATION: [settings.tasks_notify_queue or settings.tasks_queue],
+    }
+
+
 class CloudTasksQueue:
     def __init__(
         self,
@@ -87,11 +105,19 @@ class CloudTasksQueue:
         pool_size: int = 16,
         timeout: float = 10.0,
         retry_deadline: float = 30.0,
+        routes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if not worker_url:
             raise ValueError("worker_url is required: tasks POST to worker_url + task.path")
         self.client = client
-        self.queue_path = f"projects/{project}/locations/{location}/queues/{queue}"
+        self.parent = f"projects/{project}/locations/{location}/queues"
+        self.queue_path = f"{self.parent}/{queue}"
+        # Task path -> the queue(s) it goes to; more than one = shards, chosen by a stable hash of
+        # the task's name, so a redelivered fan-out asks the same queue for the same name (and
+        # Cloud Tasks' de-duplication, which is per queue, still holds). Other paths: ``queue``.
+        self.routes = {
+            path: [f"{self.parent}/{q}" for q in queues] for path, queues in (routes or {}).items() if queues
+        }
         self.worker_url = worker_url.rstrip("/")
         self.service_account_email = service_account_email
         self.audience = audience or self.worker_url
@@ -122,7 +148,18 @@ class CloudTasksQueue:
             pool_size=settings.tasks_fanout_pool,
             timeout=settings.gcp_call_timeout_seconds,
             retry_deadline=settings.gcp_retry_deadline_seconds,
+            routes=routes_from_settings(settings),
         )
+
+    def queue_for(self, task: Task) -> str:
+        """The full name of the queue ``task`` goes to (pure)."""
+        queues = self.routes.get(task.path)
+        if not queues:
+            return self.queue_path
+        if len(queues) == 1:
+            return queues[0]
+        shard = int.from_bytes(hashlib.sha256(task.name.encode()).digest()[:8], "big") % len(queues)
+        return queues[shard]
 
     def build_task(self, task: Task) -> tasks_v2.Task:
         """The Cloud Tasks task for a port task (pure: no call is made)."""
@@ -141,7 +178,7 @@ class CloudTasksQueue:
         deadline = duration_pb2.Duration()
         deadline.FromTimedelta(self.dispatch_deadline)
         built = tasks_v2.Task(
-            name=f"{self.queue_path}/tasks/{task_id(task.name)}",
+            name=f"{self.queue_for(task)}/tasks/{task_id(task.name)}",
             http_request=http_request,
             dispatch_deadline=deadline,
         )
@@ -157,7 +194,7 @@ class CloudTasksQueue:
         built = self.build_task(task)
         try:
             self.client.create_task(
-                request=tasks_v2.CreateTaskRequest(parent=self.queue_path, task=built),
+                request=tasks_v2.CreateTaskRequest(parent=built.name.rsplit("/tasks/", 1)[0], task=built),
                 retry=self.retry,
                 timeout=self.timeout,
             )

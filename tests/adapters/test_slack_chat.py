@@ -16,7 +16,8 @@ CHANNEL = "C0123ABCD"
 
 
 def chat(fake: SlackFake, timeout: float = 2.0) -> SlackChat:
-    return SlackChat(token="xoxb-test", api_url=fake.api_url, timeout_seconds=timeout)
+    # the fake is on loopback: private targets allowed, as a test lab would
+    return SlackChat(token="xoxb-test", api_url=fake.api_url, timeout_seconds=timeout, allow_private=True)
 
 
 def failure(sender: SlackChat, message: ChatMessage) -> DeliveryError:
@@ -139,7 +140,7 @@ def test_webhook_rate_limit_carries_retry_after(slack_fake: SlackFake) -> None:
 
 
 def test_plain_http_webhooks_are_refused_unless_local() -> None:
-    sender = SlackChat(token="", api_url="http://127.0.0.1:1/api/")
+    sender = SlackChat(token="", api_url="http://127.0.0.1:1/api/", allow_private=True)
 
     failed = failure(sender, ChatMessage(target="http://hooks.example.com/services/T/B/x", text="x"))
 
@@ -163,7 +164,7 @@ def test_a_connection_closed_without_answer_is_an_unknown_outcome(slack_fake: Sl
 @pytest.mark.parametrize("target", ["channel", "webhook"])
 def test_connection_refused_is_transient_and_not_sent(target: str) -> None:
     base = f"http://127.0.0.1:{free_port()}"
-    sender = SlackChat(token="xoxb-test", api_url=f"{base}/api/", timeout_seconds=1)
+    sender = SlackChat(token="xoxb-test", api_url=f"{base}/api/", timeout_seconds=1, allow_private=True)
     url = CHANNEL if target == "channel" else f"{base}/services/T/B/x"
 
     assert kind(failure(sender, ChatMessage(target=url, text="x"))) == (False, False, None)
@@ -190,3 +191,12 @@ def test_configuration_comes_from_settings() -> None:
     sender = SlackChat.from_settings(settings)
 
     assert (sender.client.base_url, sender.client.token, sender.timeout) == ("http://127.0.0.1:9/api/", "xoxb-s", 4.0)
+
+
+def test_a_webhook_on_a_private_address_is_refused_without_the_setting() -> None:
+    with SlackFake() as fake:
+        refused = SlackChat(token="", api_url=fake.api_url)
+        with pytest.raises(DeliveryError) as error:
+            refused.post(ChatMessage(target=fake.webhook_url("T1/B1/x"), text="hello"))
+    assert error.value.permanent and "not allowed" in error.value.message
+    assert fake.received_for("T1/B1/x") == []

@@ -60,6 +60,11 @@ def test_kill_9_mid_fan_out_sends_nothing_twice_counted_at_the_sink(tmp_path, co
     assert all(mail.get(p, 0) <= 1 for p in people), "a recipient got the report twice"
     assert all(mail.get(p) == 1 for p in by_status["sent"])  # recorded sent = accepted exactly once
     unknown = by_status.get("unknown", [])
+    duplicates = sum(1 for p in people if mail.get(p, 0) > 1)
+    print(
+        f"kill -9 at {accepted_at_kill} accepted of 1000: after restart {len(by_status['sent'])} sent, "
+        f"{len(unknown)} unknown (in flight at the kill, not re-sent), {duplicates} duplicates, run {run['status']}"
+    )
     assert len(unknown) <= 4  # at most the sends in flight at the kill (4 workers)
     if unknown:  # honest about it: the run is partial and the owner hears which ones
         assert run["status"] == "partial" and mail.get(OWNER) == 1
@@ -143,6 +148,10 @@ def test_a_storm_of_redeliveries_renders_once_alerts_once_pings_once(tmp_path, c
     finally:
         assert herald.stop() == 0
     mail = counts["mail"]
+    print(
+        f"storm (10 replays of each task): renders {counts['renders']}, owner alerts {mail.get(OWNER, 0)}, "
+        f"pings {len(counts['pings'])}, duplicates {sum(1 for p in people if mail.get(p, 0) > 1)}"
+    )
     assert counts["renders"] == 1
     assert all(mail.get(p) == 1 for p in people if p != "bad@example.com") and "bad@example.com" not in mail
     assert mail.get(OWNER) == 1, "one owner alert however many finish and notification tasks raced"

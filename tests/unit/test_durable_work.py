@@ -413,3 +413,39 @@ def test_nested_units_of_work_commit_once_and_roll_back_together(tmp_path):
         db.after_commit(lambda: seen.append(db.conn().execute("SELECT COUNT(*) FROM t").fetchone()))
         assert seen == []
     assert seen == [(1,)]
+
+
+def test_work_a_full_disk_interrupted_is_leased_again_within_a_minute(tmp_path):
+    from herald.ports.clock import FakeClock
+    from herald.ports.queue import Task
+
+    clock = FakeClock(factories.T0)
+    queue = SQLiteQueue(SQLiteFile(tmp_path / "herald.db"), clock)
+    queue.enqueue(Task("t1", "/tasks/deliveries/send", {"delivery_id": "d1"}))
+    leased = queue.lease_next()
+    assert leased is not None
+    # The disk fills: the handler's outcome cannot be settled, the task stays leased.
+    clock.advance(seconds=59)
+    assert queue.lease_next() is None
+    clock.advance(seconds=2)  # space is back: within a minute the same task is due again
+    again = queue.lease_next()
+    assert again is not None and again[0].name == "t1" and again[1] == 2
+
+
+def test_an_event_parameter_with_a_line_break_is_refused_and_starts_nothing(tmp_path):
+    import json
+
+    from herald.web.events import SIGNATURE_HEADER, TIMESTAMP_HEADER
+    from tests.support.oracles import event_signature
+
+    c = factories.container(tmp_path, event_secrets={"crm": "s3cret"})
+    trigger = {"source": "crm", "event": "deal.closed", "params": {"client": "$.data.client"}}
+    apply_definitions(c, [factories.report(schedule=None, triggers=[trigger])])
+    body = json.dumps({"id": "e1", "type": "deal.closed", "data": {"client": "ACME\r\nBcc: all@example.com"}}).encode()
+    stamp = str(int(c.clock.now().timestamp()))  # the event is signed now, on the moved clock
+    headers = {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: event_signature("s3cret", stamp, body)}
+    response = create_app(c).test_client().post(
+        "/webhooks/events/crm", data=body, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422 and "control characters" in response.get_json()["error"]
+    assert c.store.list_runs().items == []

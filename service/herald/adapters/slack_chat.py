@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from slack_sdk import WebClient, WebhookClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from herald.adapters import net_guard
 from herald.domain.errors import DeliveryError
 from herald.ports.messages import ChatMessage, SendResult
 from herald.settings import Settings
@@ -45,7 +46,15 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class SlackChat:
-    def __init__(self, *, token: str = "", api_url: str = "https://slack.com/api/", timeout_seconds: float = 10.0):
+    def __init__(
+        self,
+        *,
+        token: str = "",
+        api_url: str = "https://slack.com/api/",
+        timeout_seconds: float = 10.0,
+        allow_private: bool = False,
+    ):
+        self.allow_private = allow_private  # webhook URLs come from definitions: private targets need the setting
         self.timeout = timeout_seconds
         base_url = api_url if api_url.endswith("/") else api_url + "/"
         # retry_handlers=[]: the default handler retries connection errors, hiding them.
@@ -57,6 +66,7 @@ class SlackChat:
             token=settings.slack_bot_token,
             api_url=settings.slack_api_url,
             timeout_seconds=settings.slack_timeout_seconds,
+            allow_private=settings.allow_private_targets,
         )
 
     def post(self, message: ChatMessage) -> SendResult:
@@ -86,6 +96,12 @@ class SlackChat:
         url = urlsplit(message.target)
         if url.scheme != "https" and url.hostname not in _LOOPBACK:
             raise DeliveryError("Slack webhook URLs must be https", permanent=True)
+        try:  # slack_sdk uses urllib, past requests' connect-time guard: check where the name resolves now
+            net_guard.check_resolved(message.target, self.allow_private, timeout=self.timeout)
+        except net_guard.TargetRefused as exc:
+            raise DeliveryError(
+                f"Slack webhook not allowed: {exc}", permanent="cannot resolve" not in str(exc)
+            ) from None
         client = WebhookClient(url=message.target, timeout=self.timeout, retry_handlers=[])  # type: ignore[arg-type]
         response = client.send(text=message.text)
         if response.status_code == 200:

@@ -23,6 +23,7 @@ from herald.domain.retry import RetryPolicy
 from herald.ports.container import Container
 from herald.ports.heartbeat import HeartbeatState
 from herald.ports.messages import ChatMessage, EmailMessage
+from herald.services.messages import mrkdwn
 from herald.services.tasks import notify_task
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,12 @@ def _deliver(c: Container, alert: Alert, channel: str, target: str) -> str:
         return ""
     if channel == "slack":
         c.chat.post(
-            ChatMessage(target=target, text=f"*{alert.subject}*\n{alert.body}", idempotency_key=f"{alert.id}-slack")
+            # Subjects and bodies carry provider and event text (bounce reasons, report names): inert in Slack.
+            ChatMessage(
+                target=target,
+                text=f"*{mrkdwn(alert.subject)}*\n{mrkdwn(alert.body)}",
+                idempotency_key=f"{alert.id}-slack",
+            )
         )
         return ""
     if channel == HEARTBEAT:

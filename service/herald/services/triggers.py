@@ -22,7 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, Type
 from herald.domain import ids
 from herald.domain.paths import is_path, parse_path, resolve
 from herald.domain.records import Run
-from herald.domain.reports import EventTrigger, ReportDefinition
+from herald.domain.reports import EventTrigger, ReportDefinition, check_params
 from herald.ports.container import Container
 from herald.services import dependencies
 from herald.services.runs import new_run, submit_run
@@ -157,9 +157,12 @@ def plan_runs(c: Container, source: str, parsed: Event, event: dict[str, Any]) -
         trigger = matching_trigger(report, source, event)
         if trigger is None:
             continue
-        run = new_run(
-            report, ids.event_run_id(report.id, source, parsed.id), "event", now, params=_params(report, trigger, event)
-        )
+        params = _params(report, trigger, event)
+        try:  # the same limits as the API's: no header injection, no 2 MB parameter in every e-mail
+            check_params(params, c.settings.max_param_chars)
+        except ValueError as exc:
+            raise UnusableEvent(f"report {report.id!r}: {exc}") from None
+        run = new_run(report, ids.event_run_id(report.id, source, parsed.id), "event", now, params=params)
         run.extra_recipients = _recipients(report, trigger, event, parsed.id)
         planned.append(run)
     return planned

@@ -444,8 +444,10 @@ def test_an_event_parameter_with_a_line_break_is_refused_and_starts_nothing(tmp_
     body = json.dumps({"id": "e1", "type": "deal.closed", "data": {"client": "ACME\r\nBcc: all@example.com"}}).encode()
     stamp = str(int(c.clock.now().timestamp()))  # the event is signed now, on the moved clock
     headers = {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: event_signature("s3cret", stamp, body)}
-    response = create_app(c).test_client().post(
-        "/webhooks/events/crm", data=body, headers={**headers, "Content-Type": "application/json"}
+    response = (
+        create_app(c)
+        .test_client()
+        .post("/webhooks/events/crm", data=body, headers={**headers, "Content-Type": "application/json"})
     )
     assert response.status_code == 422 and "control characters" in response.get_json()["error"]
     assert c.store.list_runs().items == []

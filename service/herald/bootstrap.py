@@ -15,7 +15,9 @@ from herald.domain.errors import StorageUnavailable
 from herald.domain.retry import RetryPolicy
 from herald.ports.clock import Clock, SystemClock
 from herald.ports.container import Container
+from herald.ports.heartbeat import Heartbeat
 from herald.ports.messages import Chat, Mailer
+from herald.ports.sources import Source
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,14 @@ def build_container(settings: Settings, clock: Clock | None = None, base_dir: Pa
     if settings.backend == "gcp":
         from herald.bootstrap_gcp import build_gcp_container
 
-        return build_gcp_container(settings, clock, base_dir, mailer=_mailer(settings, clock), chat=_chat(settings))
+        return build_gcp_container(
+            settings,
+            clock,
+            mailer=_mailer(settings, clock),
+            chat=_chat(settings),
+            source=_source(settings, base_dir),
+            heartbeat=_heartbeat(settings),
+        )
     try:
         return build_embedded_container(settings, clock, base_dir)
     except OSError as exc:
@@ -63,6 +72,26 @@ def _mailer(settings: Settings, clock: Clock) -> Mailer:
     return OutboxMailer(settings.outbox_dir, settings.mail_from)
 
 
+def _source(settings: Settings, base_dir: Path | None) -> Source:
+    from herald.adapters.sources import SourceRouter
+
+    return SourceRouter(
+        base_dir=base_dir or Path.cwd(),
+        timeout_seconds=settings.http_timeout_seconds,
+        root=settings.source_root,
+        allow_private=settings.allow_private_targets,
+        max_seconds=settings.http_source_max_seconds,
+    )
+
+
+def _heartbeat(settings: Settings) -> Heartbeat:
+    from herald.adapters.heartbeat import HttpHeartbeat
+
+    return HttpHeartbeat(
+        timeout_seconds=settings.heartbeat_timeout_seconds, allow_private=settings.allow_private_targets
+    )
+
+
 def _chat(settings: Settings) -> Chat:
     if settings.slack_bot_token or settings.slack_live:
         from herald.adapters.slack_chat import SlackChat
@@ -78,8 +107,6 @@ def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | 
     from herald.adapters.embedded.sqlite_db import SQLiteFile
     from herald.adapters.embedded.sqlite_queue import SQLiteQueue
     from herald.adapters.embedded.sqlite_store import SQLiteStore
-    from herald.adapters.heartbeat import HttpHeartbeat
-    from herald.adapters.sources import SourceRouter
 
     secret = data_secret(settings)
     db = SQLiteFile(settings.data_dir / "herald.db")  # store and queue: one database, one transaction
@@ -93,16 +120,8 @@ def build_embedded_container(settings: Settings, clock: Clock, base_dir: Path | 
         blobs=LocalBlobStore(settings.data_dir / "blobs", secret, settings.public_url, clock),
         mailer=_mailer(settings, clock),
         chat=_chat(settings),
-        source=SourceRouter(
-            base_dir=base_dir or Path.cwd(),
-            timeout_seconds=settings.http_timeout_seconds,
-            root=settings.source_root,
-            allow_private=settings.allow_private_targets,
-            max_seconds=settings.http_source_max_seconds,
-        ),
-        heartbeat=HttpHeartbeat(
-            timeout_seconds=settings.heartbeat_timeout_seconds, allow_private=settings.allow_private_targets
-        ),
+        source=_source(settings, base_dir),
+        heartbeat=_heartbeat(settings),
         secret=secret,
         retry=RetryPolicy(delays=settings.retry_delays, max_retries=settings.max_retries),
     )

@@ -14,13 +14,14 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from herald.domain.retry import RetryPolicy
 from herald.ports.clock import Clock
 from herald.ports.container import Container
+from herald.ports.heartbeat import Heartbeat
 from herald.ports.messages import Chat, Mailer
+from herald.ports.sources import Source
 from herald.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,14 +97,14 @@ def _require(settings: Settings, *names: str) -> None:
 
 
 def build_gcp_container(
-    settings: Settings, clock: Clock, base_dir: Path | None = None, *, mailer: Mailer, chat: Chat
+    settings: Settings, clock: Clock, *, mailer: Mailer, chat: Chat, source: Source, heartbeat: Heartbeat
 ) -> Container:
+    """The gcp ports; the adapters both backends share (mail, chat, sources, heartbeats) come
+    from herald.bootstrap, which calls this."""
     from herald.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
     from herald.adapters.gcp.firestore_store import FirestoreStore
     from herald.adapters.gcp.gcs_blobs import GcsBlobStore
     from herald.adapters.gcp.pubsub import PubSubPublisher
-    from herald.adapters.heartbeat import HttpHeartbeat
-    from herald.adapters.sources import SourceRouter
 
     # One HMAC key for links and unsubscribe tokens across every instance: a key
     # generated per container would break links served by another instance.
@@ -116,16 +117,8 @@ def build_gcp_container(
         blobs=GcsBlobStore.from_settings(settings),
         mailer=mailer,
         chat=chat,
-        source=SourceRouter(
-            base_dir=base_dir or Path.cwd(),
-            timeout_seconds=settings.http_timeout_seconds,
-            root=settings.source_root,
-            allow_private=settings.allow_private_targets,
-            max_seconds=settings.http_source_max_seconds,
-        ),
-        heartbeat=HttpHeartbeat(
-            timeout_seconds=settings.heartbeat_timeout_seconds, allow_private=settings.allow_private_targets
-        ),
+        source=source,
+        heartbeat=heartbeat,
         secret=settings.secret_key.encode(),
         retry=RetryPolicy(delays=settings.retry_delays, max_retries=settings.max_retries),
         events=PubSubPublisher.from_settings(settings),

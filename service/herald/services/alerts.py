@@ -87,6 +87,30 @@ def ops_alert(c: Container, alert: Alert) -> bool:
     return notify(c, routed)
 
 
+def ops_message(
+    c: Container,
+    *,
+    the_id: str,
+    kind: str,
+    report_id: str | None,
+    run_id: str | None,
+    subject: str,
+    body: str,
+) -> bool:
+    """An ops message to settings.ops_slack_channel (and ops e-mail, by settings), once per id."""
+    message = Alert(
+        id=the_id,
+        kind=kind,
+        target=c.settings.ops_slack_channel,
+        report_id=report_id,
+        run_id=run_id,
+        subject=subject,
+        body=body,
+        created_at=c.clock.now(),
+    )
+    return ops_alert(c, message)
+
+
 def heartbeat(
     c: Container,
     *,

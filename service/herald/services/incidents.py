@@ -149,16 +149,15 @@ def close(c: Container, report: ReportDefinition | None, cause: str, outcome: st
             f"Then: {outcome} ({now:%Y-%m-%d %H:%M} UTC)",
         ]
     )
-    all_clear = Alert(
-        id=alert_id("incident-clear", incident_id),
+    alerts.ops_message(
+        c,
+        the_id=alert_id("incident-clear", incident_id),
         kind=f"incident_{cause}_resolved",
-        target=c.settings.ops_slack_channel,
         report_id=report.id if report else None,
+        run_id=None,
         subject=subject,
         body=body,
-        created_at=now,
     )
-    alerts.ops_alert(c, all_clear)
     log.info("watchdog incident closed", extra={"alert_id": incident_id, "cause": cause})
     return True
 
@@ -229,16 +228,12 @@ def run_finished(c: Container, report: ReportDefinition, run: Run, now: datetime
         return
     reason = run.error or "some recipients did not receive it"
     subject = f"Failed: {report.name} for {when(report, run)} ended {run.status}" + (" (it was late)" if late else "")
-    alerts.ops_alert(
+    alerts.ops_message(
         c,
-        Alert(
-            id=alert_id("watchdog", "failed", run.id),
-            kind="failed_run",
-            target=c.settings.ops_slack_channel,
-            report_id=report.id,
-            run_id=run.id,
-            subject=subject,
-            body=f"Run {run.id} ended {run.status} at {now.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {reason}",
-            created_at=now,
-        ),
+        the_id=alert_id("watchdog", "failed", run.id),
+        kind="failed_run",
+        report_id=report.id,
+        run_id=run.id,
+        subject=subject,
+        body=f"Run {run.id} ended {run.status} at {now.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {reason}",
     )

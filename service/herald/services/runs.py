@@ -259,18 +259,14 @@ def _skipped(c: Container, report: ReportDefinition, run: Run, reason: str, *, a
     if report.heartbeat_url:
         alerts.heartbeat(c, state="success", run=run, report_id=report.id, message=f"skipped: {reason}")
     if announce:
-        alerts.ops_alert(
+        alerts.ops_message(
             c,
-            Alert(
-                id=alert_id("watchdog", "skipped", run.id),
-                kind="skipped_run",
-                target=c.settings.ops_slack_channel,
-                report_id=report.id,
-                run_id=run.id,
-                subject=f"Skipped: {report.name} ({run.period})",
-                body=reason,
-                created_at=c.clock.now(),
-            ),
+            the_id=alert_id("watchdog", "skipped", run.id),
+            kind="skipped_run",
+            report_id=report.id,
+            run_id=run.id,
+            subject=f"Skipped: {report.name} ({run.period})",
+            body=reason,
         )
 
 

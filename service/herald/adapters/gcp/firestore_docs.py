@@ -21,6 +21,18 @@ from pydantic import BaseModel
 R = TypeVar("R", bound=BaseModel)
 
 
+# A delivery's provider events are de-duplicated on the delivery document itself (issue 14):
+# the ids already applied, newest last, capped. A batch of SendGrid events then costs one
+# read and one write per delivery it touches, instead of a read and a create of one
+# ``inbound_events`` document per event. A delivery has a handful of events (processed,
+# delivered, a few opens and clicks); past the cap the oldest ids drop out, and only a replay
+# of one of those (SendGrid retries for 24 hours, a delivery rarely sees 200 events) could be
+# applied twice — to state that only moves forward. Deliveries stored without the field
+# (before this) keep using the ``inbound_events`` documents.
+SEEN_EVENTS_FIELD = "seen_event_ids"
+SEEN_EVENTS_CAP = 200
+
+
 def key(*parts: str) -> str:
     """A document id for a composite key: fixed-length hex, never monotonic."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]

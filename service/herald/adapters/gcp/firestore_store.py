@@ -33,6 +33,8 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from pydantic import BaseModel
 
 from herald.adapters.gcp.firestore_docs import (
+    SEEN_EVENTS_CAP,
+    SEEN_EVENTS_FIELD,
     OpCounts,
     decode,
     encode,
@@ -75,9 +77,13 @@ class FirestoreStore:
         event_retention: timedelta = timedelta(days=30),
         history_retention: timedelta | None = timedelta(days=400),
         pool_size: int = 16,
+        inline_event_dedup: bool = False,
     ) -> None:
         self._client = client
         self._prefix = prefix
+        # Off by default: the store port promises that applied event ids are shared with
+        # remember_events, which only the inbound_events documents give (firestore_docs.py).
+        self._inline_dedup = inline_event_dedup
         self._event_retention = event_retention
         self._history_retention = history_retention
         self._pool_size = pool_size
@@ -251,7 +257,12 @@ class FirestoreStore:
 
     # Deliveries ----------------------------------------------------------------------
     def _delivery_doc(self, d: Delivery) -> dict[str, Any]:
-        return {**to_doc(d), "recipient_lc": d.recipient.lower(), **self._expire(d.created_at)}
+        return {
+            **to_doc(d),
+            "recipient_lc": d.recipient.lower(),
+            **({SEEN_EVENTS_FIELD: []} if self._inline_dedup else {}),  # firestore_docs.py
+            **self._expire(d.created_at),
+        }
 
     def create_deliveries(self, deliveries: Sequence[Delivery]) -> int:
         unique = list({d.id: d for d in deliveries}.values())
@@ -344,15 +355,21 @@ class FirestoreStore:
 
             def body(transaction: firestore.Transaction) -> tuple[Delivery, list[str]] | None:
                 snapshot = ref.get(transaction=transaction)
+                self.op_counts.add(reads=1)
                 if not snapshot.exists:
                     return None
-                seen = {
-                    s.reference.id
-                    for s in self._client.get_all(list(seen_refs.values()), transaction=transaction)
-                    if s.exists
-                }
-                self.op_counts.add(reads=1 + len(seen_refs))
-                delivery = from_doc(Delivery, snapshot.to_dict() or {})
+                data = snapshot.to_dict() or {}
+                inline: list[str] | None = data.get(SEEN_EVENTS_FIELD)
+                if inline is None:  # stored before events were de-duplicated on the delivery
+                    seen = {
+                        s.reference.id
+                        for s in self._client.get_all(list(seen_refs.values()), transaction=transaction)
+                        if s.exists
+                    }
+                    self.op_counts.add(reads=len(seen_refs))
+                else:
+                    seen = set(inline)
+                delivery = from_doc(Delivery, data)
                 fresh: list[tuple[str, Any]] = []
                 taken: set[str] = set()
                 for event_id, event in pairs:
@@ -362,13 +379,20 @@ class FirestoreStore:
                 if not fresh:
                     return delivery, []
                 fields = fold(delivery, [event for _, event in fresh])
+                update: dict[str, Any] = {}
                 if fields:
                     delivery = delivery.model_copy(update=fields)
-                    transaction.update(ref, fields_doc(Delivery, delivery, set(fields)))
-                for event_id, _ in fresh:
-                    doc = {"kind": kind, "event_id": event_id, "created_at": encode(now), "expire_at": expire_at}
-                    transaction.create(seen_refs[event_id], doc)
-                self.op_counts.add(writes=len(fresh) + (1 if fields else 0))
+                    update = fields_doc(Delivery, delivery, set(fields))
+                if inline is None:
+                    for event_id, _ in fresh:
+                        doc = {"kind": kind, "event_id": event_id, "created_at": encode(now), "expire_at": expire_at}
+                        transaction.create(seen_refs[event_id], doc)
+                    self.op_counts.add(writes=len(fresh))
+                else:
+                    update[SEEN_EVENTS_FIELD] = [*inline, *(seen_refs[e].id for e, _ in fresh)][-SEEN_EVENTS_CAP:]
+                if update:
+                    transaction.update(ref, update)
+                    self.op_counts.add(writes=1)
                 return delivery, [event_id for event_id, _ in fresh]
 
             return delivery_id, firestore.transactional(body)(self._client.transaction())

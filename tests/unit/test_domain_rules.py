@@ -454,3 +454,83 @@ def test_an_http_source_may_not_point_at_metadata_or_carry_control_characters(ur
 
     with pytest.raises(ValidationError, match=word):
         factories.report(source={"type": "http", "url": url})
+
+
+# Periods: README "period: day | week | month | previous_day | previous_month", in the report's zone
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("day", "2026-11-30"),  # 23:30 UTC on the 29th is already the 30th in Sydney
+        ("previous_day", "2026-11-29"),
+        ("week", "2026-W49"),  # ISO week of Monday 30 November 2026
+        ("month", "2026-11"),
+        ("previous_month", "2026-10"),
+    ],
+)
+def test_period_labels_are_taken_in_the_reports_zone(kind, label):
+    from herald.domain.periods import period_label
+
+    assert period_label(kind, datetime(2026, 11, 29, 23, 30, tzinfo=UTC), "Australia/Sydney") == label
+
+
+def test_previous_month_across_a_year_and_iso_weeks_across_one():
+    from herald.domain.periods import period_label
+
+    assert period_label("previous_month", datetime(2027, 1, 1, 12, tzinfo=UTC), "UTC") == "2026-12"
+    assert period_label("week", datetime(2027, 1, 1, 12, tzinfo=UTC), "UTC") == "2026-W53"  # ISO year 2026
+    assert period_label("week", datetime(2026, 1, 5, 12, tzinfo=UTC), "UTC") == "2026-W02"
+
+
+def test_a_duplicate_id_does_not_stop_the_other_reports_being_checked():
+    good = factories.report(id="a-1").model_dump(mode="json")
+    with pytest.raises(DefinitionError) as caught:
+        parse_definitions({"reports": [good, dict(good), {"id": "b-1", "name": "B", "owner": "nobody"}]})
+    problems = caught.value.problems
+    assert "report 'a-1': id: duplicate report id" in problems
+    assert any(p.startswith("report 'b-1': owner") for p in problems)
+
+
+def test_a_report_that_is_not_a_mapping_is_named_by_position():
+    with pytest.raises(DefinitionError) as caught:
+        parse_definitions({"reports": ["not a mapping"]})
+    assert caught.value.problems[0].startswith("report #1: (report): ")
+
+
+def test_summaries_carry_the_row_count_and_recipients_their_channel():
+    from herald.domain.reports import render_summary
+
+    text = render_summary("{name}: {rows} rows for {period} {params[x]}", name="N", period="P", rows=3, params={})
+    assert text == "N: 3 rows for P "
+    report = factories.report(recipients={"email": ["a@example.com"], "slack": ["C0123456789"]})
+    assert report.recipients.targets() == [("email", "a@example.com"), ("slack", "C0123456789")]
+
+
+def test_format_control_characters_become_spaces():
+    from herald.domain.strict import has_control, without_control
+
+    for mark in ("\u202e", "\u200b", "\u2066"):  # bidi override, zero-width space, isolate: format (Cf)
+        assert has_control(f"a{mark}b") and without_control(f"a{mark}b") == "a b"
+    assert without_control("line\r\nbreak", limit=6) == "line  "
+    assert without_control("plain é") == "plain é" and not has_control("plain é")
+
+
+def test_redaction_edges():
+    assert redacted_url("https:///r?x=1") == f"https:///r?x={REDACTED}"  # no host: none invented
+    assert redacted_webhook("https://a@b@hc.example/ping/x") == f"https://hc.example/{REDACTED}"
+    nested = "https://hc.example/ping/x?next=https://other.example/y"
+    assert redacted_webhook(nested) == f"https://hc.example/{REDACTED}"
+
+
+def test_exact_messages_people_read():
+    assert host_problem("", True) == "the URL has no host"
+    assert host_problem("[fe80::1]", True) == "fe80::1 is link-local"  # a bracketed literal is still judged
+    assert host_problem("localhostx", False) is None  # a name, not localhost
+    with pytest.raises(ValueError) as caught:
+        RetryPolicy().delay_after(0)
+    assert str(caught.value) == "attempts are counted from 1"
+    from herald.domain.reports import Schedule
+    from herald.domain.schedules import next_fire_time
+
+    with pytest.raises(ValueError) as naive:
+        next_fire_time(Schedule(cron="0 7 * * *", timezone="Europe/London"), datetime(2026, 11, 2, 7, 0))
+    assert str(naive.value) == "after must be timezone-aware"

@@ -190,7 +190,7 @@ class World:
 
 
 @settings(
-    max_examples=300,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,  # the same sequences on every run: a failure is reproducible, CI is stable

@@ -165,6 +165,7 @@ def test_url_problem():
     assert url_problem("ftp://reports.example.com/x") == "scheme must be http or https"
     assert url_problem("http://hooks.example.com/x", schemes=("https",)) == "scheme must be https"
     assert url_problem("http://reports.example.com:99999/x") == "not a valid URL"
+    assert url_problem("http:///x") == "the URL has no host"
     assert url_problem("http://10.0.0.1/x") is None  # definitions are validated with private allowed
     assert "private" in (url_problem("http://10.0.0.1/x", allow_private=False) or "")
     assert "metadata" in (url_problem("http://169.254.169.254/computeMetadata") or "")

@@ -10,8 +10,8 @@ configuration. Nothing in the working tree is touched.
     python -m tests.support.mutation report WORK OUT --only GLOB...   # kill rate + survivors
 
 ``prepare`` runs the fast tests once (``[tool.mutmut] pytest_add_cli_args``); tests that
-already fail on the unmutated code (someone's work in progress) are deselected in the
-copy, since mutmut refuses to start on a red baseline, and listed at the top of the
+already fail on the unmutated code (someone's work in progress, or an xfail for a known
+bug) are deselected in the copy, since mutmut refuses to start on a red baseline, and listed at the top of the
 report: a mutant they would have killed counts as surviving, never the reverse.
 """
 
@@ -57,7 +57,8 @@ def prepare(work: Path) -> None:
     args = [str(a) for a in config.get("pytest_add_cli_args", [])]  # type: ignore[attr-defined]
     selection = [str(a) for a in config.get("pytest_add_cli_args_test_selection", [])]  # type: ignore[attr-defined]
     baseline = subprocess.run(
-        [sys.executable, "-m", "pytest", *args, *selection, "-p", "no:randomly", "-rf", "--tb=no"],
+        # --runxfail: mutmut's own runs count an expected failure as a failure, so those go too.
+        [sys.executable, "-m", "pytest", *args, *selection, "--runxfail", "-rf", "--tb=no"],
         cwd=work,
         capture_output=True,
         text=True,

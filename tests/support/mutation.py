@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import re
 import shutil
 import subprocess
@@ -52,6 +53,10 @@ def prepare(work: Path) -> None:
     # pytest adds service/ to sys.path; in the copy the package is src/herald (and mutmut
     # puts mutants/src first), so the tests import the mutated code.
     pyproject = pyproject.replace('pythonpath = ["service", "."]', 'pythonpath = ["src", "."]')
+    # mutmut copies src/ and tests/ into mutants/ itself; everything else the tests may read
+    # (tools/, terraform/, examples/, README …) is listed here, whatever the tree holds today.
+    copied = sorted(e.name for e in work.iterdir() if e.name not in {"src", "tests", "pyproject.toml"})
+    pyproject = re.sub(r"(?m)^also_copy = .*$", "also_copy = " + json.dumps(copied), pyproject)
     (work / "pyproject.toml").write_text(pyproject)
     config = _config()
     args = [str(a) for a in config.get("pytest_add_cli_args", [])]  # type: ignore[attr-defined]

@@ -212,3 +212,23 @@ def test_a_real_monitor_answering_503_then_200_loses_no_ping(tmp_path):
     finals = [seen for seen in monitor.seen if seen.path == "/ping/check"]
     assert [seen.method for seen in finals] == ["POST"] * 3 and b"succeeded" in finals[-1].body
     assert c.store.get_run(run.id).heartbeat_sent  # the third try was acknowledged
+
+
+def test_a_run_queued_behind_a_long_render_is_not_given_up_by_the_reconciler(tmp_path):
+    from herald.services.reconcile import reconcile
+
+    clock = FakeClock(START)
+    c = factories.container(tmp_path, clock)
+    apply_definitions(c, [factories.report(schedule=None)])
+    first, _ = runs.start_manual_run(c, "board-pack", request_id="one")
+    second, _ = runs.start_manual_run(c, "board-pack", request_id="two")
+    assert runs._render_slot(c, factories.report(), first) is None  # the first renders for a long time
+    lease = clock.now() + timedelta(seconds=c.settings.render_lease_seconds)
+    c.store.transition_run(first.id, [RunStatus.PENDING], RunStatus.RENDERING, lease_until=lease)
+    c.queue.pending = [t for t in c.queue.pending if t.payload.get("run_id") != first.id]  # it is rendering now
+    for _ in range(14):  # 14 minutes of a render still within its claim; the second waits its turn
+        clock.advance(minutes=1)
+        drain(c, path="/tasks/runs/execute")
+        reconcile(c)
+    waiting = c.store.get_run(second.id)
+    assert waiting.status == RunStatus.PENDING and waiting.recoveries == 0  # waiting is progress, not a stall

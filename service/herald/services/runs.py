@@ -241,6 +241,7 @@ def _render_slot(c: Container, report: ReportDefinition, run: Run) -> Run | None
         if skipped is not None:
             _skipped(c, report, skipped, skipped.note, announce=True)
         return skipped or c.store.get_run(run.id) or run
+    c.store.update_run(run.id, updated_at=now)  # waiting its turn is progress: the reconciler leaves it be
     window = OVERLAP_ROUND_BASE + int(now.timestamp() // OVERLAP_RECHECK_SECONDS)  # one task name per window
     c.queue.enqueue(execute_run_task(run.id, eta=now + timedelta(seconds=OVERLAP_RECHECK_SECONDS), round_=window))
     log.info("render queued behind the report's previous run", extra={"run_id": run.id, "previous": previous})

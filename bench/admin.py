@@ -96,6 +96,7 @@ def run() -> dict[str, Any]:
     from herald.services.scheduling import apply_definitions
     from herald.settings import Settings
     from herald.web.app import create_app
+    from herald.web.security import OPEN_LOOPBACK
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), secret_key="bench-secret", log_level="WARNING")
@@ -114,7 +115,9 @@ def run() -> dict[str, Any]:
         started = time.perf_counter()
         run_id = _seed(c)
         seed_s = time.perf_counter() - started
-        client = create_app(c).test_client()
+        app = create_app(c)
+        app.config[OPEN_LOOPBACK] = "127.0.0.1"  # as `herald serve` on loopback: admin open to the test client
+        client = app.test_client()
         base = "/admin/reports/board-pack"
         figures = {
             "records": RECORDS,

@@ -52,7 +52,12 @@ def sent_since(sink: Sink, since: float) -> list[float]:
 
 
 def _check(sink: Sink, since: float, expected: int, label: str) -> list[float]:
+    # nginx logs a request just after answering it: the sender can finish first.
+    deadline = time.monotonic() + 5.0
     got = sent_since(sink, since)
+    while len(got) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = sent_since(sink, since)
     if len(got) != expected:
         raise RuntimeError(f"{label}: the sink accepted {len(got)} sends, expected {expected}")
     return got
@@ -202,14 +207,10 @@ def first_send(root: Path) -> dict[str, Any]:
 
 def _validate_seconds(n: int) -> float:
     """How long validating the definition's recipient list alone takes (it happens at apply
-    and at the first read in each process): the duplicate check's cost shows here."""
+    and at the first read in each process): a duplicate check that is not linear shows here."""
     from herald.domain.reports import Recipients
 
     emails = [f"v{i:06d}@example.com" for i in range(n)]
-    if n > 20_000:  # measured on 20,000 and scaled: the check is quadratic (list.count per address)
-        started = time.perf_counter()
-        Recipients(email=emails[:20_000])
-        return round((time.perf_counter() - started) * (n / 20_000) ** 2, 1)
     started = time.perf_counter()
     Recipients(email=emails)
     return round(time.perf_counter() - started, 2)

@@ -209,7 +209,7 @@ def _resolve(value: str, names: dict[str, Any], annotation: Any) -> str:
     base = typing.get_origin(annotation) or annotation
     if base is typing.Annotated:
         base = typing.get_origin(typing.get_args(annotation)[0]) or typing.get_args(annotation)[0]
-    return {int: "604800", float: "1.0", bool: "true", tuple: "a@x.iam.gserviceaccount.com", dict: "{}"}.get(
+    return {int: "60", float: "1.0", bool: "true", tuple: "a@x.iam.gserviceaccount.com", dict: "{}"}.get(
         base, "https://stand-in.example"
     )
 

@@ -11,6 +11,9 @@ from tests.infra.conftest import HclDir, first
 
 # Terraform variables a local run leaves at the code's default (the same value).
 LEFT_AT_DEFAULT = {"HERALD_LINK_TTL_SECONDS"}  # var.reports.link_ttl_days = 7 = Settings' default
+# The local Cloud Tasks emulator is one queue (it dispatches one task at a time per queue):
+# make run-gcp keeps sends and notifications on it, as an empty setting means.
+LEFT_AT_DEFAULT |= {"HERALD_TASKS_SEND_QUEUE", "HERALD_TASKS_SEND_SHARDS", "HERALD_TASKS_NOTIFY_QUEUE"}
 # The worker's invokers: Terraform may list all three for every family; locally each family
 # accepts exactly its own caller, which is stricter and passes the same calls.
 PER_FAMILY = {"HERALD_OIDC_ALLOWED_EMAILS"}

@@ -5,13 +5,18 @@
 # and that names taken from local.names equal the code's defaults.
 locals {
   env_common = {
-    HERALD_BACKEND            = "gcp"
-    HERALD_GCP_PROJECT        = var.project_id
-    HERALD_GCP_LOCATION       = var.region
-    HERALD_BASE_URL           = local.public_url
-    HERALD_LINK_TTL_SECONDS   = tostring(var.reports.link_ttl_days * 86400)
-    HERALD_GCS_BUCKET         = google_storage_bucket.main.name
-    HERALD_TASKS_QUEUE        = local.names.tasks_queue
+    HERALD_BACKEND          = "gcp"
+    HERALD_GCP_PROJECT      = var.project_id
+    HERALD_GCP_LOCATION     = var.region
+    HERALD_BASE_URL         = local.public_url
+    HERALD_LINK_TTL_SECONDS = tostring(var.reports.link_ttl_days * 86400)
+    HERALD_GCS_BUCKET       = google_storage_bucket.main.name
+    HERALD_TASKS_QUEUE      = local.names.tasks_queue
+    # Sends and notifications on queues of their own (tasks.tf), so a large fan-out never
+    # delays another report's run steps; sends spread over send_shards queues.
+    HERALD_TASKS_SEND_QUEUE   = local.send_queue_base
+    HERALD_TASKS_SEND_SHARDS  = tostring(var.task_queues.send_shards)
+    HERALD_TASKS_NOTIFY_QUEUE = local.notify_queue
     HERALD_TASKS_WORKER_URL   = local.worker_url
     HERALD_PUBSUB_TOPICS      = jsonencode(local.names.herald_topics)
     HERALD_SCHEDULER_TICK_JOB = local.names.tick_job

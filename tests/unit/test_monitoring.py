@@ -232,3 +232,15 @@ def test_a_run_queued_behind_a_long_render_is_not_given_up_by_the_reconciler(tmp
         reconcile(c)
     waiting = c.store.get_run(second.id)
     assert waiting.status == RunStatus.PENDING and waiting.recoveries == 0  # waiting is progress, not a stall
+
+
+def test_a_render_slot_claimed_by_a_run_about_to_render_is_not_taken_over(tmp_path):
+    c = factories.container(tmp_path)
+    apply_definitions(c, [factories.report(schedule=None)])
+    first, _ = runs.start_manual_run(c, "board-pack", request_id="one")
+    second, _ = runs.start_manual_run(c, "board-pack", request_id="two")
+    assert runs._render_slot(c, factories.report(), first) is None  # claimed; still pending for a moment
+    assert runs._render_slot(c, factories.report(), second) is not None  # the second waits its turn
+    c.store.transition_run(first.id, [RunStatus.PENDING], RunStatus.RENDERING)
+    c.store.transition_run(first.id, [RunStatus.RENDERING], RunStatus.DELIVERING)  # rendered, then crashed
+    assert runs._render_slot(c, factories.report(), second) is None  # a holder past rendering is taken over

@@ -222,7 +222,9 @@ def _render_slot(c: Container, report: ReportDefinition, run: Run) -> Run | None
     lock = c.store.get_alert(lock_id)
     previous = lock.params.get("run", "") if lock else ""
     holder = c.store.get_run(previous) if previous else None
-    if holder is None or holder.status != RunStatus.RENDERING:  # it ended without letting go (a crash)
+    # Taken over only from a run past rendering that did not let go (a crash after its render):
+    # a holder still pending or waiting has claimed the slot and is about to render.
+    if holder is None or holder.status not in (RunStatus.PENDING, RunStatus.WAITING, RunStatus.RENDERING):
 
         def take_over(a: Alert) -> dict[str, Any] | None:
             return {"params": {"run": run.id, "until": until.isoformat()}} if a.params.get("run") == previous else None
@@ -328,49 +330,65 @@ def _render_crashed(c: Container, report: ReportDefinition, run: Run, exc: Excep
     return c.store.get_run(run.id)
 
 
-def _deliveries_for(c: Container, report: ReportDefinition, run: Run) -> list[Delivery]:
-    now = c.clock.now()
+def _targets(report: ReportDefinition, run: Run) -> list[tuple[str, str]]:
+    """(channel, recipient) pairs of the run, each once (addresses compared case-insensitively)."""
     targets = report.recipients.targets() + [("email", e) for e in run.extra_recipients]
     if run.test_to:  # a test goes to its one address, whatever the report's recipients are
         targets = [("email", run.test_to)]
-    suppressed_emails = c.store.suppressed_among([r for ch, r in targets if ch == "email"], report.id)
     seen: set[tuple[str, str]] = set()
-    deliveries = []
+    unique = []
     for channel, recipient in targets:
-        if (channel, recipient.lower()) in seen:
-            continue
-        seen.add((channel, recipient.lower()))
-        suppressed = channel == "email" and recipient.lower() in suppressed_emails
-        deliveries.append(
-            Delivery(
-                id=ids.delivery_id(run.id, channel, recipient),
-                run_id=run.id,
-                report_id=report.id,
-                channel=channel,
-                recipient=recipient,
-                status=DeliveryStatus.SUPPRESSED if suppressed else DeliveryStatus.QUEUED,
-                test=bool(run.test_to),
-                link_token=secrets.token_urlsafe(24),  # 192 bits: an unguessable capability
-                created_at=now,
-                updated_at=now,
-            )
+        if (channel, recipient.lower()) not in seen:
+            seen.add((channel, recipient.lower()))
+            unique.append((channel, recipient))
+    return unique
+
+
+def _deliveries_for(
+    c: Container, report: ReportDefinition, run: Run, targets: list[tuple[str, str]], suppressed: set[str]
+) -> list[Delivery]:
+    now = c.clock.now()
+    return [
+        Delivery(
+            id=ids.delivery_id(run.id, channel, recipient),
+            run_id=run.id,
+            report_id=report.id,
+            channel=channel,
+            recipient=recipient,
+            status=DeliveryStatus.SUPPRESSED
+            if channel == "email" and recipient.lower() in suppressed
+            else DeliveryStatus.QUEUED,
+            test=bool(run.test_to),
+            link_token=secrets.token_urlsafe(24),  # 192 bits: an unguessable capability
+            created_at=now,
+            updated_at=now,
         )
-    return deliveries
+        for channel, recipient in targets
+    ]
 
 
 def fan_out(c: Container, report: ReportDefinition, run: Run) -> int:
     """Create one delivery and one send task per (channel, recipient); idempotent. Each
-    page of deliveries commits with its tasks (one transaction on the embedded backend)."""
-    deliveries = _deliveries_for(c, report, run)
-    with c.atomic():
-        created = c.store.create_deliveries(deliveries)
-        if run.recipients_total != len(deliveries):
-            c.store.update_run(run.id, recipients_total=len(deliveries))
-        if created == len(deliveries):  # the first fan-out: every delivery is new, no need to read them back
-            queued = c.queue.enqueue_many([send_task(d.id, 0) for d in deliveries if d.status == DeliveryStatus.QUEUED])
-    if created != len(deliveries):  # a redelivered task: (re)queue whatever still waits for its first attempt
-        queued = _requeue_waiting(c, run.id)
-    log.info("fan-out", extra={"run_id": run.id, "deliveries": len(deliveries), "new": created, "tasks": queued})
+    page of FANOUT_PAGE deliveries commits with its send tasks (one transaction on the
+    embedded backend), so a 100,000-recipient run never holds them all at once."""
+    targets = _targets(report, run)
+    suppressed = c.store.suppressed_among([r for ch, r in targets if ch == "email"], report.id)
+    if run.recipients_total != len(targets):
+        c.store.update_run(run.id, recipients_total=len(targets))
+    created = queued = 0
+    redelivered = False
+    for start in range(0, len(targets), FANOUT_PAGE):
+        page = _deliveries_for(c, report, run, targets[start : start + FANOUT_PAGE], suppressed)
+        with c.atomic():
+            new = c.store.create_deliveries(page)
+            if new == len(page):  # all new: no need to read them back
+                queued += c.queue.enqueue_many([send_task(d.id, 0) for d in page if d.status == DeliveryStatus.QUEUED])
+            else:
+                redelivered = True
+        created += new
+    if redelivered:  # a redelivered task: (re)queue whatever still waits for its first attempt
+        queued += _requeue_waiting(c, run.id)
+    log.info("fan-out", extra={"run_id": run.id, "deliveries": len(targets), "new": created, "tasks": queued})
     if not c.store.has_open_deliveries(run.id):
         c.queue.enqueue(finish_run_task(run.id))
     return created

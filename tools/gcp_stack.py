@@ -343,7 +343,7 @@ class Issuer:
         self.rsa_private_pem = rsa_key.private_bytes(pem, pkcs8, none).decode()
         self.oidc_signer = crypt.RSASigner.from_string(self.rsa_private_pem, key_id=self.OIDC_KID)
         self.iap_signer = crypt.ES256Signer.from_string(ec_key.private_bytes(pem, pkcs8, none), key_id=self.IAP_KID)
-        self.oidc_certs = {self.OIDC_KID: _self_signed_cert(rsa_key)}
+        self.oidc_certs = {self.OIDC_KID: self_signed_cert(rsa_key)}
         self.iap_keys = {self.IAP_KID: ec_key.public_key().public_bytes(pem, spki).decode()}
         issuer = self
 
@@ -412,12 +412,13 @@ class Issuer:
         self._served.stop()
 
 
-def _self_signed_cert(key: Any) -> str:
+def self_signed_cert(key: Any, common_name: str = "herald-local-issuer", days: int = 30) -> str:
+    """A PEM certificate for ``key``, as Google publishes its token-signing keys."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "herald-local-issuer")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()
@@ -426,7 +427,7 @@ def _self_signed_cert(key: Any) -> str:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
+        .not_valid_after(now + timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from herald.domain.states import DeliveryStatus, RunStatus
 from herald.services.scheduling import apply_definitions
 from herald.settings import Settings
 from tests import factories
+from tests.e2e.harness import wait_until
 from tests.support.gcp_emulators import LOCATION, PROJECT
 from tests.support.sendgrid_sink import SendGridSink
 
@@ -60,17 +60,6 @@ INTERNAL_ROUTES = [
     "/pubsub/events/orders",
     "/pubsub/job-status",
 ]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Bounded polling for work another process does (not a wait for time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @dataclass
@@ -163,7 +152,7 @@ def pulled_events(subscriber: Any, subscription: str, want: Callable[[list[dict[
             events.extend(json.loads(m.message.data) for m in response.received_messages)
         return want(events)
 
-    wait_for(got, 30, "Herald's events on Pub/Sub")
+    wait_until(got, 30, "Herald's events on Pub/Sub")
     return events
 
 
@@ -194,7 +183,7 @@ def test_a_tick_runs_the_whole_flow_once(stack: Stack) -> None:
         )
 
     try:
-        run = wait_for(finished, 90, "the run to finish through Cloud Tasks")
+        run = wait_until(finished, 90, "the run to finish through Cloud Tasks")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack.log_tail()}") from None
     assert run.status == RunStatus.SUCCEEDED, (run, stack.log_tail())
@@ -235,7 +224,7 @@ def test_a_tick_runs_the_whole_flow_once(stack: Stack) -> None:
     before = {path: stack.proxy.count(path) for path in ("/tasks/runs/execute", "/tasks/deliveries/send")}
     c.queue.enqueue(execute_run_task(run.id))
     c.queue.enqueue_many([send_task(d.id, 0) for d in deliveries])
-    wait_for(
+    wait_until(
         lambda: (
             stack.proxy.count("/tasks/runs/execute") > before["/tasks/runs/execute"]
             and stack.proxy.count("/tasks/deliveries/send") >= before["/tasks/deliveries/send"] + len(deliveries)
@@ -316,7 +305,7 @@ def test_a_pubsub_push_reaches_the_intake_through_the_emulator(stack: Stack) -> 
         )
         record = {"job": "warehouse-etl", "period": "2026-11-01", "status": "succeeded"}
         publisher.publish(topic, json.dumps(record).encode()).result(timeout=10)
-        wait_for(lambda: stack.proxy.count("/pubsub/job-status") >= 1, 30, "the push to reach Herald")
+        wait_until(lambda: stack.proxy.count("/pubsub/job-status") >= 1, 30, "the push to reach Herald")
         with stack.proxy.lock:
             pushed = next(f for f in stack.proxy.seen if f.path == "/pubsub/job-status")
         assert pushed.status == 204, stack.log_tail()

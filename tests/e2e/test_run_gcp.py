@@ -15,8 +15,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,23 +25,13 @@ import requests
 from tools import gcp_stack
 from tools.gcp_stack import Emulators, Stack
 
+from tests.e2e.harness import wait_until
 from tests.support.gcp_emulators import LOCATION, PROJECT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60.0
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Bounded polling for work other processes do (not a wait for time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +80,9 @@ def test_the_three_roles_deliver_the_example_reports_through_cloud_tasks(stack: 
     # Cloud Scheduler's call for the minute the digest is due (the handler takes its schedule time).
     assert stack.tick(datetime.fromisoformat(fire["ops-minute-digest"])) == 200
 
-    mails = wait_for(lambda: len(outbox(stack, "mail")) >= 2 and outbox(stack, "mail"), TIMEOUT, "two e-mails")
-    wait_for(lambda: outbox(stack, "chat"), TIMEOUT, "the Slack message")
-    wait_for(lambda: [r for r in runs(stack, "ops-minute-digest") if r["status"] == "succeeded"], TIMEOUT, "the run")
+    mails = wait_until(lambda: len(outbox(stack, "mail")) >= 2 and outbox(stack, "mail"), TIMEOUT, "two e-mails")
+    wait_until(lambda: outbox(stack, "chat"), TIMEOUT, "the Slack message")
+    wait_until(lambda: [r for r in runs(stack, "ops-minute-digest") if r["status"] == "succeeded"], TIMEOUT, "the run")
     assert len(mails) == 2 and len(outbox(stack, "chat")) == 1
     recipients = sorted(re.search(r"^To: (.+)$", m.read_text(), re.M).group(1) for m in mails)  # type: ignore[union-attr]
     assert recipients == ["duty-manager@example.com", "ops-team@example.com"]
@@ -105,7 +94,7 @@ def test_a_manual_run_renders_the_csv_that_was_applied_and_the_link_serves_it(st
     created = requests.post(f"{stack.url('admin')}/api/reports/board-pack/runs", json={}, timeout=TIMEOUT)
     assert created.status_code in (200, 201, 202), created.text
     run_id = created.json()["id"]
-    wait_for(
+    wait_until(
         lambda: [r for r in runs(stack, "board-pack") if r["id"] == run_id and r["status"] == "succeeded"],
         TIMEOUT,
         "the board pack run",
@@ -148,7 +137,7 @@ def test_make_run_gcp_comes_up_and_ctrl_c_stops_everything_it_started(tmp_path: 
     with out.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_for(
+        wait_until(
             lambda: proc.poll() is not None or "Ctrl-C stops everything." in out.read_text(), 240, "the stack to be up"
         )
         assert proc.poll() is None, out.read_text()

@@ -9,16 +9,14 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+from tools.gcp_stack import self_signed_cert
 
 from herald.adapters.gcp.oidc import AuthError, CachedCertsRequest, OidcVerifier
 
@@ -30,20 +28,8 @@ INVOKER = "herald-invoker@herald-test.iam.gserviceaccount.com"
 def make_key(kid: str, variant: int = 0) -> tuple[crypt.RSASigner, str]:
     """A signer and its self-signed x509 certificate (cached: RSA key generation is slow)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return crypt.RSASigner.from_string(pem, key_id=kid), cert.public_bytes(serialization.Encoding.PEM).decode()
+    return crypt.RSASigner.from_string(pem, key_id=kid), self_signed_cert(key, "test", days=1)
 
 
 class CertsServer:

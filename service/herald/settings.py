@@ -254,10 +254,6 @@ class Settings(BaseSettings):
     def public_url(self) -> str:
         return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
-    @property
-    def is_loopback(self) -> bool:
-        return self.host in {"127.0.0.1", "localhost", "::1"}
-
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]

@@ -426,9 +426,10 @@ def test_alerts_are_idempotent_and_listed_newest_first(store):
     assert [a.id for a in store.list_alerts(limit=2)] == ["a3", "a2"]
     assert [a.id for a in store.list_alerts(report_id="board-pack")] == ["a1"]
 
-    store.mark_alert_sent("a1")
+    # A channel's outcome and "sent" are one conditional write (services/notifications.py).
+    assert store.mutate_alert("a1", lambda a: {"sent": True}).sent is True
     assert store.get_alert("a1").sent is True
-    store.mark_alert_sent("missing")  # nothing to mark is not an error
+    assert store.mutate_alert("missing", lambda a: {"sent": True}) is None  # nothing to change: None
 
 
 # Event de-duplication --------------------------------------------------------------------

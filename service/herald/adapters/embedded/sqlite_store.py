@@ -530,9 +530,6 @@ class SQLiteStore:
     def get_alert(self, alert_id: str) -> Alert | None:
         return self._get(notification_collection(alert_id), Alert, alert_id)
 
-    def mark_alert_sent(self, alert_id: str) -> None:
-        self.mutate_alert(alert_id, lambda a: {"sent": True})
-
     def mutate_alert(self, alert_id: str, change: AlertChange) -> Alert | None:
         return self._mutate(notification_collection(alert_id), Alert, alert_id, _applying(change), lambda a: {})
 

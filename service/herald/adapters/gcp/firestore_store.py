@@ -451,13 +451,6 @@ class FirestoreStore:
         data = self._get(self._alert_ref(alert_id))
         return from_doc(Alert, data) if data else None
 
-    def mark_alert_sent(self, alert_id: str) -> None:
-        try:
-            self._alert_ref(alert_id).update({"sent": True})
-        except gexc.NotFound:
-            return
-        self.op_counts.add(writes=1)
-
     def mutate_alert(self, alert_id: str, change: AlertChange) -> Alert | None:
         return self._mutate(notification_collection(alert_id), Alert, alert_id, self._deciding(change))
 

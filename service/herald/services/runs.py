@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -144,12 +144,16 @@ def claimed_step(c: Container, run_id: str, lease: timedelta) -> Iterator[tuple[
 # The execute task ---------------------------------------------------------------------
 def execute_run(c: Container, run_id: str) -> StepOutcome:
     """Advance a run as far as it can go now. Safe to call again at any point (redelivery)."""
-    lease = timedelta(seconds=c.settings.render_lease_seconds)
+    return _run_step(c, run_id, timedelta(seconds=c.settings.render_lease_seconds), _execute)
+
+
+def _run_step(c: Container, run_id: str, lease: timedelta, step: Callable[[Container, Run], Run]) -> StepOutcome:
+    """One run step under the run's claim: the winner works, a loser answers what it found."""
     with claimed_step(c, run_id, lease) as (run, busy):
         if busy is not None:
             return busy
         assert run is not None
-        return StepOutcome(_execute(c, run))
+        return StepOutcome(step(c, run))
 
 
 def _execute(c: Container, run: Run) -> Run:
@@ -406,11 +410,7 @@ def _requeue_waiting(c: Container, run_id: str) -> int:
 # The finish task ----------------------------------------------------------------------
 def finish_run(c: Container, run_id: str) -> StepOutcome:
     """Settle a run once no delivery is open; alert and ping exactly once (notifications)."""
-    with claimed_step(c, run_id, c.lease) as (run, busy):
-        if busy is not None:
-            return busy
-        assert run is not None
-        return StepOutcome(_finish(c, run))
+    return _run_step(c, run_id, c.lease, _finish)
 
 
 def _finish(c: Container, run: Run) -> Run:

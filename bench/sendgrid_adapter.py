@@ -38,8 +38,9 @@ import requests
 import urllib3
 from sendgrid import SendGridAPIClient
 
-from herald.adapters.sendgrid_mailer import SendGridConfig, SendGridMailer, build_mail
+from herald.adapters.sendgrid_mailer import SendGridConfig, SendGridMailer
 from herald.ports.messages import EmailMessage
+from tests.support.sendgrid_library import build_mail
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPIENTS = int(os.environ.get("BENCH_SENDGRID_RECIPIENTS", "10000"))

@@ -15,8 +15,9 @@ import pytest
 import requests
 import urllib3
 
-from herald.adapters.sendgrid_mailer import SendGridConfig, SendGridMailer, build_mail
+from herald.adapters.sendgrid_mailer import SendGridConfig, SendGridMailer
 from herald.ports.messages import EmailMessage
+from tests.support.sendgrid_library import build_mail
 
 pytestmark = pytest.mark.emulator
 

@@ -10,7 +10,7 @@ from herald.domain.errors import DeliveryError
 from herald.domain.records import MAX_ATTEMPT_LOG, Delivery
 from herald.domain.states import DELIVERY_OPEN, DeliveryStatus
 from herald.ports.container import Container
-from herald.services import events, feedback, messages
+from herald.services import content, events, feedback, messages
 from herald.services.tasks import finish_run_task, send_task
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,11 @@ def send_delivery(c: Container, delivery_id: str) -> SendOutcome:
 
 
 def _send_claimed(c: Container, delivery: Delivery) -> SendOutcome:
-    run = c.store.get_run(delivery.run_id)
-    stored = c.store.get_report(delivery.report_id)
-    if run is None or stored is None:
+    found = content.for_store(c.store).get(delivery.run_id)
+    if found is None:
         _fail(c, delivery, "the run or report no longer exists", permanent=True)
         return SendOutcome("failed")
-    report = stored.definition
+    run, report = found.run, found.report
     try:
         if delivery.channel == "email":
             expires = delivery.created_at + timedelta(seconds=c.settings.link_ttl_seconds)

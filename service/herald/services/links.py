@@ -63,10 +63,13 @@ def renew(c: Container, d: Delivery) -> Renewal:
         if renewals and datetime.fromisoformat(renewals[-1]["at"]) + interval > now:
             decided["wait"] = (datetime.fromisoformat(renewals[-1]["at"]) + interval - now).total_seconds()
             return None
-        new_id = ids.delivery_id(current.id, "renew", str(len(renewals) + 1))
+        # Numbered by a count of its own: the list keeps only the last 20, so its length
+        # would repeat the 21st id from then on (and a repeated id creates and sends nothing).
+        number = int(current.events.get("renewal_count", len(renewals))) + 1
+        new_id = ids.delivery_id(current.id, "renew", str(number))
         decided["id"] = new_id
         renewals = [*renewals, {"at": now.isoformat(), "delivery_id": new_id}][-20:]
-        return {"events": {**current.events, "renewals": renewals}, "updated_at": now}
+        return {"events": {**current.events, "renewals": renewals, "renewal_count": number}, "updated_at": now}
 
     if c.store.mutate_delivery(d.id, reserve) is None:
         return Renewal("limited", retry_after=max(1.0, float(decided.get("wait", interval.total_seconds()))))

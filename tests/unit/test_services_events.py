@@ -96,7 +96,7 @@ def test_a_failed_delivery_in_a_run_publishes_its_event(tmp_path):
     c = factories.container(tmp_path)
     apply_definitions(c, [factories.report()])
     c.mailer.script["a@example.com"] = [DeliveryError("550 no such user", permanent=True)]
-    run, _ = runs.start_manual_run(c, "board-pack", request_id="r")
+    runs.start_manual_run(c, "board-pack", request_id="r")
     drain(c)
     published = {e["type"]: e for _, e, _ in c.events.published}
     assert published["delivery.failed"]["recipient"] == "a@example.com"

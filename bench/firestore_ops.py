@@ -7,9 +7,16 @@ Two measurements against Google's Firestore emulator, counted by the store itsel
   fan-out), one send task per recipient, finish — with a null mailer and the tasks run
   by hand, so every store call the pipeline makes is counted, by phase; then SendGrid's
   usual three events per delivery (processed, delivered, open), signed, posted in batches
-  to the real ``/webhooks/sendgrid`` route, as SendGrid would.
+  to the real ``/webhooks/sendgrid`` route, as SendGrid would. One store instance plays
+  every role, as one worker process would (a send task's claim and outcome run on the
+  same instance in production too: the task is one request).
 - ``core``: only the calls a delivery cannot do without (create run, run transitions,
   create deliveries; per delivery claim + mark sent + "any open left?"), the floor.
+
+``headline`` says it in the terms of issue 14's target (at most 2 reads and 2 writes per
+send task; at most 1 read + 1 write per delivery per SendGrid event batch): per send
+task, per delivery including the fan-out and the run's own writes, events per delivery,
+and USD per 1,000 deliveries at multi-region and regional prices.
 
 Costs use Google's public Firestore Standard edition prices per 100,000 operations
 (https://cloud.google.com/firestore/pricing, "Pricing by location"): multi-region
@@ -35,6 +42,7 @@ EVENT_BATCH = 300  # events per webhook POST (SendGrid batches by size and time;
 SIGNER = EventSigner()
 SEND_THREADS = 8  # the sends run side by side as a worker would; counts do not depend on it
 SLOT = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+OPS = ("reads", "writes", "deletes")
 PRICES = {  # USD per 100,000 operations
     "multi_region": {"reads": 0.06, "writes": 0.18, "deletes": 0.02},
     "regional_us_west1": {"reads": 0.03, "writes": 0.09, "deletes": 0.01},
@@ -45,6 +53,26 @@ def _cost_per_1000(per_delivery: dict[str, float]) -> dict[str, float]:
     return {
         name: round(sum(per_delivery[op] * 1000 * price / 100_000 for op, price in table.items()), 5)
         for name, table in PRICES.items()
+    }
+
+
+def _per(counts: dict[str, int], n: int) -> dict[str, float]:
+    return {op: round(counts[op] / n, 3) for op in OPS}
+
+
+def _headline(phases: dict[str, dict[str, int]], deliveries: int, send_tasks: int) -> dict[str, Any]:
+    send_path = {op: sum(p[op] for k, p in phases.items() if k != "provider_events") for op in OPS}
+    events = phases["provider_events"]
+    everything = {op: send_path[op] + events[op] for op in OPS}
+    return {
+        "per_send_task": _per(phases["send"], send_tasks),
+        "per_delivery_including_fan_out": _per(send_path, deliveries),
+        "events_per_delivery": _per(events, deliveries),
+        "usd_per_1000_deliveries": {
+            "send_path": _cost_per_1000(_per(send_path, deliveries)),
+            "events": _cost_per_1000(_per(events, deliveries)),
+            "total": _cost_per_1000(_per(everything, deliveries)),
+        },
     }
 
 
@@ -110,8 +138,11 @@ def _pipeline(store: Any, recipients: int) -> dict[str, Any]:
             work()
             phases[name] = store.op_counts.as_dict()
 
+        ran: dict[str, int] = {}
+
         def run_tasks(path: str, handler: Callable[[str], object], key: str, threads: int = 1) -> None:
             tasks = queue.take_due(clock.now(), path)
+            ran[path] = ran.get(path, 0) + len(tasks)
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 list(pool.map(lambda t: handler(t.payload[key]), tasks))
 
@@ -127,8 +158,10 @@ def _pipeline(store: Any, recipients: int) -> dict[str, Any]:
         phases["provider_events"] = _webhook(c, store, sent, clock.now())
         final = store.get_run(run.id)
         return {
+            "headline": _headline(phases, recipients, ran[SEND_DELIVERY]),
             "run_status": str(final.status),
             "statuses": store.delivery_counts(run.id),
+            "send_tasks": ran[SEND_DELIVERY],
             **_summary(phases, recipients),
         }
 
@@ -199,17 +232,10 @@ def run(recipients: int = RECIPIENTS) -> dict[str, Any]:
 
     with run_firestore_emulator() as emulator:
         results = {}
-        runs: list[tuple[str, Any, dict[str, Any]]] = [
-            ("pipeline", _pipeline, {}),
-            # Events de-duplicated on the delivery document (one read + one write per delivery
-            # a batch touches): not the default, see firestore_store.py / firestore_docs.py.
-            ("pipeline_inline_event_dedup", _pipeline, {"inline_event_dedup": True}),
-            ("core", _core, {}),
-        ]
-        for name, measure, options in runs:
+        for name, measure in (("pipeline", _pipeline), ("core", _core)):
             client = emulator.client()
             try:
-                results[name] = measure(FirestoreStore(client, prefix=f"{name}-", **options), recipients)
+                results[name] = measure(FirestoreStore(client, prefix=f"{name}-"), recipients)
             finally:
                 client.close()
     return {
@@ -220,5 +246,34 @@ def run(recipients: int = RECIPIENTS) -> dict[str, Any]:
     }
 
 
+def report(results: dict[str, Any]) -> str:
+    """The headline as text (the target of issue 14: <= 2 reads and 2 writes per send task,
+    <= 1 read + 1 write per delivery per event batch)."""
+    h = results["pipeline"]["headline"]
+
+    def ops(counts: dict[str, float]) -> str:
+        return f"{counts['reads']:.3f} reads, {counts['writes']:.3f} writes, {counts['deletes']:.3f} deletes"
+
+    def usd(costs: dict[str, float]) -> str:
+        return f"${costs['multi_region']:.5f} multi-region, ${costs['regional_us_west1']:.5f} regional"
+
+    cost = h["usd_per_1000_deliveries"]
+    return "\n".join(
+        [
+            f"Firestore operations, {results['recipients']:,}-recipient run (pipeline, real services and routes):",
+            f"  per send task (claim, send, outcome, any open left?): {ops(h['per_send_task'])}",
+            f"  per delivery including fan-out, tick and finish:      {ops(h['per_delivery_including_fan_out'])}",
+            f"  SendGrid events per delivery (3 events, batches of {EVENT_BATCH}): {ops(h['events_per_delivery'])}",
+            "  USD per 1,000 deliveries:",
+            f"    send path: {usd(cost['send_path'])}",
+            f"    events:    {usd(cost['events'])}",
+            f"    total:     {usd(cost['total'])}",
+            f"  floor (core calls only), per delivery: {ops(results['core']['per_delivery'])}",
+        ]
+    )
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else RECIPIENTS), indent=2))
+    figures = run(int(sys.argv[1]) if len(sys.argv) > 1 else RECIPIENTS)
+    print(report(figures), file=sys.stderr)
+    print(json.dumps(figures, indent=2))

@@ -554,5 +554,11 @@ def test_apply_delivery_events_applies_each_event_once(store):
     again = store.apply_delivery_events("sendgrid", {"d1": [("e1", "delivered"), ("e5", "click")]}, NOW, fold)
     assert again["d1"][1] == ["e5"]
     assert store.get_delivery("d1").events["seen"] == ["delivered", "open", "click"]
-    # Event ids are shared with remember_events; the unknown delivery's event was not remembered.
-    assert store.remember_events("sendgrid", ["e3", "e4"], NOW) == {"e4"}
+    # SendGrid retrying the whole batch applies nothing twice.
+    replay = store.apply_delivery_events("sendgrid", batch, NOW, fold)
+    assert {d: fresh for d, (_, fresh) in replay.items()} == {"d1": [], "d2": []}
+    assert store.get_delivery("d1").events["seen"] == ["delivered", "open", "click"]
+    assert store.get_delivery("d2").events["seen"] == ["bounce"]
+    # The unknown delivery's event was not recorded as applied: once it exists, the event applies.
+    store.create_deliveries([make_delivery("nope", recipient="n@example.com")])
+    assert store.apply_delivery_events("sendgrid", {"nope": [("e4", "x")]}, NOW, fold)["nope"][1] == ["e4"]

@@ -126,14 +126,21 @@ class Store(Protocol):
     def apply_delivery_events(
         self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
     ) -> dict[str, tuple[Delivery, list[str]]]:
-        """Apply provider events to deliveries, each event exactly once.
+        """Apply provider events to deliveries, each event to its delivery exactly once.
 
         ``events`` maps a delivery id to its ``(event id, event)`` pairs. Per delivery, the
-        pairs whose event id (of ``kind``, shared with remember_events) is new go to ``fold``
-        in the order given; the fields it returns are written and those event ids remembered
-        in one atomic step, so a crash can neither lose an event nor count it twice. Returns,
-        for every delivery that exists, (the delivery as written, the new event ids); events
-        of deliveries that do not exist are neither applied nor remembered.
+        pairs whose event id (of ``kind``) was not applied to that delivery before, nor
+        earlier in the batch, go to ``fold`` in the order given; the fields it returns are
+        written and those event ids recorded as applied in one atomic step, so a crash can
+        neither lose an event nor apply it twice. Returns, for every delivery that exists,
+        (the delivery as written, the new event ids); events of deliveries that do not exist
+        are neither applied nor recorded.
+
+        De-duplication is kept per delivery (a provider's event id belongs to one delivery)
+        and apart from ``remember_events``: whether one sees the other's ids is the store's
+        business (SQLite shares one table per kind, Firestore keeps the ids on the delivery
+        document), and no caller may rely on it. A store may bound the ids it keeps per
+        delivery (Firestore: the newest SEEN_EVENTS_CAP, see firestore_docs.py).
         """
         ...
 

@@ -22,13 +22,16 @@ R = TypeVar("R", bound=BaseModel)
 
 
 # A delivery's provider events are de-duplicated on the delivery document itself (issue 14):
-# the ids already applied, newest last, capped. A batch of SendGrid events then costs one
-# read and one write per delivery it touches, instead of a read and a create of one
-# ``inbound_events`` document per event. A delivery has a handful of events (processed,
-# delivered, a few opens and clicks); past the cap the oldest ids drop out, and only a replay
-# of one of those (SendGrid retries for 24 hours, a delivery rarely sees 200 events) could be
-# applied twice — to state that only moves forward. Deliveries stored without the field
-# (before this) keep using the ``inbound_events`` documents.
+# the ids already applied (``key(kind, event id)``), newest last, capped. A batch of SendGrid
+# events then costs one read and one write per delivery it touches, instead of a read and a
+# create of one ``inbound_events`` document per event; these ids are not seen by
+# ``remember_events`` (the store port does not ask it). A delivery has a handful of events
+# (processed, delivered, a few opens and clicks); past the cap the oldest ids drop out, and
+# a replay of one of those (SendGrid retries a batch for up to 24 hours; a delivery rarely
+# sees 200 events) would be applied again: its status and first-seen times would not move
+# (they only move forward / keep the first), but the open, click and deferral counters and
+# the event history would count it twice. Deliveries stored without the field (before it
+# existed) keep using the ``inbound_events`` documents.
 SEEN_EVENTS_FIELD = "seen_event_ids"
 SEEN_EVENTS_CAP = 200
 
@@ -102,7 +105,8 @@ class OpCounts:
     - reads: one per document returned by a get or query; a query that returns nothing
       still costs one; a count() aggregation costs one per 1,000 index entries matched
       (minimum one); a get of a missing document costs one.
-    - writes: one per document created / set / updated (failed creates are ``conflicts``).
+    - writes: one per document created / set / updated (failed creates, and updates whose
+      precondition failed, are ``conflicts``).
     - deletes: one per document deleted.
     - queries: how many queries (and aggregations) ran; latency, not billing.
     """

@@ -2,9 +2,16 @@
 
 - Creates are ``document.create()``: ``AlreadyExists`` is the normal "it was there"
   answer, so redelivered ticks, tasks and pushes create nothing twice.
-- Every conditional write (CAS, claim) is a transaction whose body only reads, decides
-  and stages writes: the client may run it several times on contention, so nothing
-  with a side effect happens inside it.
+- Every conditional write of one document (CAS, claim, ``mutate_*``) is optimistic:
+  read it, let a pure change function decide, update it with the precondition "last
+  updated at the time I read" (``write_option(last_update_time=...)``); a
+  ``FailedPrecondition`` (someone wrote in between) re-reads and decides again, so the
+  change may run several times and nothing with a side effect happens inside it. The
+  store remembers, per instance, the documents it last wrote itself (update time and
+  record, bounded): the next change of one of those decides on that copy and writes with
+  its time as the precondition, 0 reads when nobody wrote in between; otherwise (or when
+  the change refuses the copy) it reads. A claim then costs 1 read + 1 write, the outcome
+  after it 1 write. Batches of events and the schedule CAS stay transactions.
 - Every query is bounded by the work it serves (due reports, one run's deliveries, a
   page); the composite indexes they need are declared in ``firestore_indexes.json``
   next to this file, which Terraform reads.
@@ -21,6 +28,11 @@ Collection names are the contract between backends: ``reports``, ``runs``,
 from __future__ import annotations
 
 import json
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -66,6 +78,16 @@ BATCH_LIMIT = 500  # writes per commit (https://firebase.google.com/docs/firesto
 NAME = FieldPath.document_id()  # "__name__"
 # A change function returns the new record and the names of the fields it changed.
 Change = Callable[[R], tuple[R, set[str]] | None]
+# Documents remembered per store as last written by it (_mutate). A send task's claim and
+# outcome are a few milliseconds to seconds apart and a worker runs tens of them at once.
+WRITTEN_CACHE_SIZE = 1024
+MUTATE_ATTEMPTS = 8  # reads (and decisions) per conditional write before giving up: contention
+# Errors the client would retry a commit on (its default policy); a precondition write is
+# sent with retry=None, because a blind resend of one that landed would fail its
+# precondition and be decided again (a counter bumped twice). _mutate retries it itself and
+# recognises its own write by WRITE_ID_FIELD.
+TRANSIENT = (gexc.ServiceUnavailable, gexc.ResourceExhausted)
+WRITE_ID_FIELD = "write_id"  # a fresh id per conditional write attempt (not a record field)
 
 
 class FirestoreStore:
@@ -77,17 +99,18 @@ class FirestoreStore:
         event_retention: timedelta = timedelta(days=30),
         history_retention: timedelta | None = timedelta(days=400),
         pool_size: int = 16,
-        inline_event_dedup: bool = False,
+        written_cache_size: int = WRITTEN_CACHE_SIZE,
     ) -> None:
         self._client = client
         self._prefix = prefix
-        # Off by default: the store port promises that applied event ids are shared with
-        # remember_events, which only the inbound_events documents give (firestore_docs.py).
-        self._inline_dedup = inline_event_dedup
         self._event_retention = event_retention
         self._history_retention = history_retention
         self._pool_size = pool_size
         self.op_counts = OpCounts()
+        # (collection, id) -> (update time, record) of documents this store last wrote itself.
+        self._written: OrderedDict[tuple[str, str], tuple[datetime, BaseModel]] = OrderedDict()
+        self._written_size = written_cache_size
+        self._written_lock = threading.Lock()
 
     # Plumbing ------------------------------------------------------------------------
     def _col(self, name: str) -> firestore.CollectionReference:
@@ -122,31 +145,101 @@ class FirestoreStore:
         self.op_counts.query_read(len(snapshots))
         return snapshots
 
-    def _mutate(self, collection: str, model: type[R], doc_id: str, change: Change[R]) -> R | None:
-        """Read, let ``change`` decide (None = refuse), stage the update: one transaction."""
-        ref = self._col(collection).document(doc_id)
+    # Conditional writes: optimistic, with the update time as the precondition -------------
+    def _remembered(self, slot: tuple[str, str], model: type[R]) -> tuple[datetime, R] | None:
+        with self._written_lock:
+            entry = self._written.get(slot)
+            if entry is None:
+                return None
+            self._written.move_to_end(slot)
+        update_time, record = entry
+        return (update_time, record) if isinstance(record, model) else None
 
-        def body(transaction: firestore.Transaction) -> R | None:
-            snapshot = ref.get(transaction=transaction)
+    def _remember(self, slot: tuple[str, str], update_time: datetime, record: BaseModel) -> None:
+        with self._written_lock:
+            # A copy: the caller gets ``record`` itself and may set attributes on it.
+            self._written[slot] = (update_time, record.model_copy())
+            self._written.move_to_end(slot)
+            while len(self._written) > self._written_size:
+                self._written.popitem(last=False)
+
+    def _forget(self, slot: tuple[str, str]) -> None:
+        with self._written_lock:
+            self._written.pop(slot, None)
+
+    def _write_if_unchanged(
+        self, ref: firestore.DocumentReference, model: type[R], updated: R, names: set[str], since: datetime, token: str
+    ) -> datetime | None:
+        """Update ``names`` if the document was last updated at ``since``: its new update
+        time, or None if it had changed (FailedPrecondition, counted as a conflict)."""
+        data = fields_doc(model, updated, names)
+        if "recipient" in names:
+            data["recipient_lc"] = str(data["recipient"]).lower()
+        data[WRITE_ID_FIELD] = token
+        try:
+            result = ref.update(data, option=self._client.write_option(last_update_time=since), retry=None)
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            self.op_counts.add(conflicts=1)
+            return None
+        self.op_counts.add(writes=1)
+        new_time: datetime = result.update_time
+        return new_time
+
+    def _mutate(self, collection: str, model: type[R], doc_id: str, change: Change[R]) -> R | None:
+        """Let ``change`` decide (None = refuse) on the current document and write what it
+        decided only if the document is still the one it decided on (see the module doc)."""
+        ref = self._col(collection).document(doc_id)
+        slot = (collection, doc_id)
+        unknown: set[str] = set()  # tokens of writes sent whose outcome was not heard
+        remembered = self._remembered(slot, model)
+        if remembered is not None:  # written by this store: decide on that copy, 0 reads
+            since, record = remembered
+            decided = change(record)
+            # A refusal, or a change that writes nothing, is never answered from a copy
+            # that may be stale: those read the document below.
+            if decided is not None and decided[1]:
+                updated, names = decided
+                token = uuid.uuid4().hex
+                try:
+                    new_time = self._write_if_unchanged(ref, model, updated, names, since, token)
+                except TRANSIENT:
+                    unknown.add(token)  # did it land? The read below tells, by the token
+                    new_time = None
+                if new_time is not None:
+                    self._remember(slot, new_time, updated)
+                    return updated
+            self._forget(slot)  # changed since (an event webhook, another worker), or refused
+
+        for attempt in range(MUTATE_ATTEMPTS):
+            snapshot = ref.get()
             self.op_counts.add(reads=1)
             if not snapshot.exists:
+                self._forget(slot)
                 return None
-            decided = change(from_doc(model, snapshot.to_dict() or {}))
+            data = snapshot.to_dict() or {}
+            record = from_doc(model, data)
+            if data.get(WRITE_ID_FIELD) in unknown:  # an earlier attempt of this call landed
+                self.op_counts.add(writes=1)
+                self._remember(slot, snapshot.update_time, record)
+                return record
+            decided = change(record)
             if decided is None:
+                self._forget(slot)
                 return None
             updated, names = decided
-            if names:
-                data = fields_doc(model, updated, names)
-                if "recipient" in names:
-                    data["recipient_lc"] = str(data["recipient"]).lower()
-                transaction.update(ref, data)
-            return updated
-
-        # A fresh _Transactional per call: it keeps retry state on itself.
-        result: R | None = firestore.transactional(body)(self._client.transaction())
-        if result is not None:
-            self.op_counts.add(writes=1)
-        return result
+            if not names:
+                return updated
+            token = uuid.uuid4().hex
+            try:
+                new_time = self._write_if_unchanged(ref, model, updated, names, snapshot.update_time, token)
+            except TRANSIENT:
+                unknown.add(token)
+                new_time = None
+            if new_time is not None:
+                self._remember(slot, new_time, updated)
+                return updated
+            time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))  # contended: back off, jittered
+        raise gexc.Aborted(f"{collection}/{doc_id}: still contended after {MUTATE_ATTEMPTS} attempts")  # type: ignore[no-untyped-call]
 
     @staticmethod
     def _updating(fields: dict[str, Any], **more: Any) -> Callable[[R], tuple[R, set[str]]]:
@@ -260,7 +353,7 @@ class FirestoreStore:
         return {
             **to_doc(d),
             "recipient_lc": d.recipient.lower(),
-            **({SEEN_EVENTS_FIELD: []} if self._inline_dedup else {}),  # firestore_docs.py
+            SEEN_EVENTS_FIELD: [],  # the provider events applied to it (firestore_docs.py)
             **self._expire(d.created_at),
         }
 
@@ -342,9 +435,12 @@ class FirestoreStore:
     def apply_delivery_events(
         self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
     ) -> dict[str, tuple[Delivery, list[str]]]:
-        # One transaction per delivery (side by side): it reads the delivery and its events'
-        # de-duplication documents, then writes the folded delivery and creates those
-        # documents together, so an event is applied exactly once even across a crash.
+        # One transaction per delivery (side by side): it reads the delivery, keeps the events
+        # whose ids are not among those it records as applied (SEEN_EVENTS_FIELD), and writes
+        # the folded fields and the grown id list in one update: 1 read + 1 write per delivery,
+        # and an event is applied exactly once even across a crash. A delivery stored without
+        # the field (before it existed) keeps its ids in inbound_events documents instead,
+        # read and created in the same transaction (1 read + 1 create per event more).
         expire_at = encode(now + self._event_retention)
 
         def apply(item: tuple[str, Sequence[tuple[str, Any]]]) -> tuple[str, tuple[Delivery, list[str]] | None]:
@@ -353,11 +449,11 @@ class FirestoreStore:
             unique = list(dict.fromkeys(event_id for event_id, _ in pairs))
             seen_refs = {eid: self._col("inbound_events").document(key(kind, eid)) for eid in unique}
 
-            def body(transaction: firestore.Transaction) -> tuple[Delivery, list[str]] | None:
+            def body(transaction: firestore.Transaction) -> tuple[tuple[Delivery, list[str]] | None, int]:
                 snapshot = ref.get(transaction=transaction)
                 self.op_counts.add(reads=1)
                 if not snapshot.exists:
-                    return None
+                    return None, 0
                 data = snapshot.to_dict() or {}
                 inline: list[str] | None = data.get(SEEN_EVENTS_FIELD)
                 if inline is None:  # stored before events were de-duplicated on the delivery
@@ -377,7 +473,8 @@ class FirestoreStore:
                         taken.add(event_id)
                         fresh.append((event_id, event))
                 if not fresh:
-                    return delivery, []
+                    return (delivery, []), 0
+                writes = 0
                 fields = fold(delivery, [event for _, event in fresh])
                 update: dict[str, Any] = {}
                 if fields:
@@ -387,15 +484,20 @@ class FirestoreStore:
                     for event_id, _ in fresh:
                         doc = {"kind": kind, "event_id": event_id, "created_at": encode(now), "expire_at": expire_at}
                         transaction.create(seen_refs[event_id], doc)
-                    self.op_counts.add(writes=len(fresh))
+                    writes += len(fresh)
                 else:
                     update[SEEN_EVENTS_FIELD] = [*inline, *(seen_refs[e].id for e, _ in fresh)][-SEEN_EVENTS_CAP:]
                 if update:
                     transaction.update(ref, update)
-                    self.op_counts.add(writes=1)
-                return delivery, [event_id for event_id, _ in fresh]
+                    writes += 1
+                return (delivery, [event_id for event_id, _ in fresh]), writes
 
-            return delivery_id, firestore.transactional(body)(self._client.transaction())
+            # Writes are counted once the commit went through, not per run of the body.
+            result, writes = firestore.transactional(body)(self._client.transaction())
+            self.op_counts.add(writes=writes)
+            if writes:
+                self._forget(("report_delivery_log", delivery_id))  # a copy from _mutate is stale now
+            return delivery_id, result
 
         results = self._parallel(apply, list(events.items()))
         return {delivery_id: result for delivery_id, result in results if result is not None}

@@ -157,8 +157,8 @@ class FirestoreStore:
 
     def _remember(self, slot: tuple[str, str], update_time: datetime, record: BaseModel) -> None:
         with self._written_lock:
-            # A copy: the caller gets ``record`` itself and may set attributes on it.
-            self._written[slot] = (update_time, record.model_copy())
+            # A deep copy: the caller gets ``record`` itself and may change it, nested dicts too.
+            self._written[slot] = (update_time, record.model_copy(deep=True))
             self._written.move_to_end(slot)
             while len(self._written) > self._written_size:
                 self._written.popitem(last=False)

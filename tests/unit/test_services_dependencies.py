@@ -86,6 +86,7 @@ def test_a_record_without_completion_time_completed_when_it_arrived(tmp_path, cl
 def test_recording_is_logged_as_new_or_repeated(tmp_path, clock, caplog):
     c = factories.container(tmp_path, clock)
     with caplog.at_level(logging.INFO, logger="herald.services.dependencies"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         deps.record_job_status(c, {"job": ETL, "period": "2026-11", "status": "succeeded"})
         deps.record_job_status(c, {"job": ETL, "period": "2026-11", "status": "succeeded"}, via="pubsub")
     lines = [r for r in caplog.records if r.name == "herald.services.dependencies"]
@@ -317,6 +318,7 @@ def test_describe_says_what_a_waiting_run_waits_for(tmp_path, clock):
 
 def test_the_gate_logs_what_it_decided(tmp_path, clock, caplog):
     with caplog.at_level(logging.INFO, logger="herald.services.dependencies"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         c, run_id = start(tmp_path, clock, board_pack("fail"))
         clock.set(SLOT + timedelta(hours=2))
         drain(c)
@@ -338,6 +340,7 @@ def test_the_other_policies_are_logged(tmp_path, clock, caplog, policy, expected
     c, run_id = start(tmp_path, clock, board_pack(policy))
     clock.set(SLOT + timedelta(hours=2))
     with caplog.at_level(logging.WARNING, logger="herald.services.dependencies"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         drain(c)
     (line,) = [r for r in caplog.records if r.name == "herald.services.dependencies"]
     assert (line.levelname, line.getMessage()) == expected

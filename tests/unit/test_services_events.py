@@ -86,6 +86,7 @@ def test_a_publish_error_is_logged_and_swallowed(tmp_path, caplog):
 
     c.events.publish = refuse
     with caplog.at_level(logging.ERROR, logger="herald.services.events"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         events.run_completed(c, run_of(), {})
     (line,) = [r for r in caplog.records if r.name == "herald.services.events"]
     assert line.getMessage() == "event not published"
@@ -133,6 +134,7 @@ def test_a_render_that_raises_is_retried_then_fails_with_the_attempts(tmp_path, 
     c.source = Broken()
     run, _ = runs.start_manual_run(c, "board-pack", request_id="r")
     with caplog.at_level(logging.ERROR, logger="herald.services.runs"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         drain(c)
     waiting = c.store.get_run(run.id)
     assert waiting.status == RunStatus.RENDERING and waiting.step_attempts == 1 and waiting.error == ""

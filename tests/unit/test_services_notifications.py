@@ -156,6 +156,7 @@ def test_a_permanent_failure_moves_to_the_fallback_channel_then_undelivered(c, c
     a = alert(c)
     c.store.mutate_alert(a.id, lambda x: {"fallbacks": {"slack": "#owners"}})
     with caplog.at_level(logging.ERROR, logger="herald.services.notifications"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         assert n.send_notification(c, "a1", "email") == n.NotifyOutcome("failed")
     stored = c.store.get_alert("a1")
     assert stored.channels["email"].status == "failed" and stored.channels["email"].next_attempt_at is None
@@ -168,6 +169,7 @@ def test_a_permanent_failure_moves_to_the_fallback_channel_then_undelivered(c, c
     assert gave_up.fallback == [fallback[0].name]  # type: ignore[attr-defined]
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="herald.services.notifications"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         assert n.send_notification(c, "a1", "slack") == n.NotifyOutcome("failed")
     assert c.store.get_alert("a1").undelivered
     (lost,) = [r for r in caplog.records if r.name == "herald.services.notifications"]
@@ -212,6 +214,7 @@ def test_a_failed_attempt_logs_its_context(c, caplog):
     c.mailer.script[OWNER] = [DeliveryError("timeout", permanent=False)]
     alert(c)
     with caplog.at_level(logging.WARNING, logger="herald.services.notifications"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         n.send_notification(c, "a1", "email")
     (line,) = [r for r in caplog.records if r.getMessage() == "notification attempt failed"]
     assert (line.alert_id, line.kind, line.channel, line.attempt, line.permanent, line.error) == (  # type: ignore[attr-defined]

@@ -109,6 +109,7 @@ def test_the_outcome_of_each_scheduled_run_is_one_log_line(c, caplog):
     on = new_run(REPORT, "r1", "schedule", slot(30), slot=slot(30), status=RunStatus.SUCCEEDED)
     on = on.model_copy(update={"finished_at": slot(30) + timedelta(minutes=3)})
     with caplog.at_level(logging.INFO, logger="herald.services.on_time"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         ot.record_outcome(c, REPORT, on)
         ot.record_outcome(c, REPORT, on.model_copy(update={"status": RunStatus.FAILED}))
         ot.record_outcome(c, REPORT, on.model_copy(update={"trigger": "manual"}))

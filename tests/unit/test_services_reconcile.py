@@ -264,6 +264,7 @@ def test_a_requeued_notification_is_sent(c):
 
 def test_a_pass_that_requeued_something_says_what(c, caplog):
     with caplog.at_level(logging.WARNING, logger="herald.services.reconcile"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         assert rec.reconcile(c, NOW).total == 0
     assert caplog.records == []  # nothing stalled: nothing said
     make_run(c, "r", RunStatus.PENDING)
@@ -273,6 +274,7 @@ def test_a_pass_that_requeued_something_says_what(c, caplog):
     make_delivery(c, "d", "b@example.com", DeliveryStatus.QUEUED)
     make_alert(c, "a1", email=ChannelSend(target="x@example.com"))
     with caplog.at_level(logging.WARNING, logger="herald.services.reconcile"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         rec.reconcile(c, NOW)
     (line,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert line.getMessage() == "reconciler re-queued stalled work"

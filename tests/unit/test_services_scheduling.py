@@ -42,6 +42,7 @@ def test_a_slot_exactly_at_the_misfire_limit_still_runs(c, clock):
 
 def test_a_slot_past_the_misfire_window_is_missed_with_its_reason(c, clock, caplog):
     with caplog.at_level(logging.ERROR, logger="herald.services.scheduling"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         result = s.tick(c, SLOT + timedelta(seconds=601))
     assert result.started == [] and len(result.missed) == 1
     run = c.store.get_run(result.missed[0])
@@ -56,6 +57,7 @@ def test_a_slot_past_the_misfire_window_is_missed_with_its_reason(c, clock, capl
     )
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="herald.services.scheduling"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         c.store.save_report(factories.report(), SLOT)  # the same slot seen again: recorded once, said once
         assert s.tick(c, SLOT + timedelta(seconds=700)).missed == result.missed
     assert [r for r in caplog.records if r.name == "herald.services.scheduling"] == []
@@ -86,6 +88,7 @@ def test_the_schedule_moves_to_the_next_slot_after_now(c, clock):
 def test_another_tick_that_advanced_first_is_only_logged(c, clock, monkeypatch, caplog):
     monkeypatch.setattr(c.store, "advance_schedule", lambda *a: False)
     with caplog.at_level(logging.INFO, logger="herald.services.scheduling"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         result = s.tick(c, SLOT)
     assert len(result.started) == 1
     said = [
@@ -108,6 +111,7 @@ def test_a_report_that_cannot_start_does_not_stop_the_others(tmp_path, clock, mo
 
     monkeypatch.setattr(c.store, "create_run", create_run)
     with caplog.at_level(logging.ERROR, logger="herald.services.scheduling"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         result = s.tick(c, SLOT)
     assert result.failed == ["a"] and result.reports == 2 and len(result.started) == 1
     assert c.store.get_report("a").next_fire_at == SLOT  # its schedule stays: the next tick tries again
@@ -126,6 +130,7 @@ def test_reports_without_a_schedule_or_fire_time_are_not_counted(tmp_path, clock
 
 def test_the_tick_logs_what_it_did_when_something_was_due(c, clock, caplog):
     with caplog.at_level(logging.INFO, logger="herald.services.scheduling"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         s.tick(c, SLOT - timedelta(seconds=30))  # nothing due: nothing said
         s.tick(c, SLOT)
     lines = [r for r in caplog.records if r.name == "herald.services.scheduling" and r.getMessage() == "tick"]

@@ -70,6 +70,7 @@ def test_the_digest_is_sha256_of_canonical_json():
 def test_a_repeat_answers_the_first_runs_and_other_content_is_refused(c, caplog):
     first = tr.ingest(c, "erp", event())
     with caplog.at_level(logging.INFO, logger="herald.services.triggers"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         again = tr.ingest(c, "erp", event())
     assert again == tr.Ingested("e1", first.run_ids, replayed=True)
     assert [r.getMessage() for r in caplog.records if r.name == "herald.services.triggers"] == ["event received again"]
@@ -77,6 +78,7 @@ def test_a_repeat_answers_the_first_runs_and_other_content_is_refused(c, caplog)
     assert (line.source, line.event_id) == ("erp", "e1")  # type: ignore[attr-defined]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="herald.services.triggers"), pytest.raises(tr.EventConflict) as info:
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         tr.ingest(c, "erp", event(ledger="AP"))
     assert str(info.value) == "event 'e1' from 'erp' was received before with different content"
     assert info.value.status == 422
@@ -104,6 +106,7 @@ def test_a_digest_given_by_the_door_is_the_one_kept(c):
 
 def test_an_event_that_no_report_matches_is_kept_with_no_runs(c, caplog):
     with caplog.at_level(logging.INFO, logger="herald.services.triggers"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         result = tr.ingest(c, "erp", {"id": "e9", "type": "period.opened"})
     assert result.run_ids == [] and not result.replayed
     (line,) = [r for r in caplog.records if r.name == "herald.services.triggers"]
@@ -197,6 +200,7 @@ def test_parameters_are_held_to_the_apis_limits(tmp_path):
 
 def test_bad_recipients_are_logged_and_skipped(c, caplog):
     with caplog.at_level(logging.WARNING, logger="herald.services.triggers"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         run_id = tr.ingest(c, "erp", event(contacts=[{"email": "nope"}, {"email": "z@example.com"}])).run_ids[0]
     assert c.store.get_run(run_id).extra_recipients == ["z@example.com"]
     (line,) = [r for r in caplog.records if r.name == "herald.services.triggers"]

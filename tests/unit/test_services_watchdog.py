@@ -333,6 +333,7 @@ def test_tick_health_that_cannot_be_read_is_logged_not_alerted(c, caplog):
         raise RuntimeError("scheduler API down")
 
     with caplog.at_level(logging.WARNING, logger="herald.services.watchdog"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         assert wd.run_watchdog(c, SLOT, tick_health=broken).found == []
     (line,) = [r for r in caplog.records if r.name == "herald.services.watchdog"]
     assert line.getMessage() == "watchdog: tick health unavailable"
@@ -400,12 +401,14 @@ def test_different_sets_of_summarised_incidents_are_different_summaries(tmp_path
 def test_a_pass_with_new_incidents_logs_how_many(c, caplog):
     make_run(c, "r1", RunStatus.PENDING)
     with caplog.at_level(logging.WARNING, logger="herald.services.watchdog"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         wd.run_watchdog(c, SLOT + timedelta(minutes=21))
     (line,) = [r for r in caplog.records if r.name == "herald.services.watchdog"]
     assert line.getMessage() == "watchdog found new incidents"
     assert (line.new, line.open) == (1, 1)  # type: ignore[attr-defined]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="herald.services.watchdog"):
+        caplog.clear()  # only what this block logs (an earlier test may have set the level lower)
         wd.run_watchdog(c, SLOT + timedelta(minutes=22))
     assert [r for r in caplog.records if r.name == "herald.services.watchdog"] == []
 

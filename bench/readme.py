@@ -13,24 +13,29 @@ from bench.end_to_end import table
 
 
 def firestore_lines(ops: dict[str, Any]) -> list[str]:
-    lines = [
-        "| gcp, per delivery (Firestore emulator, real services and routes) | reads | writes "
-        "| $ per 1,000 (multi-region) |",
+    p = ops["pipeline"]
+    h = p["headline"]
+    cost = h["usd_per_1000_deliveries"]
+
+    def row(label: str, counts: dict[str, float], usd: str) -> str:
+        return f"| {label} | {counts['reads']:.2f} | {counts['writes']:.2f} | {usd} |"
+
+    return [
+        "| gcp (Firestore emulator, real services and routes) | reads | writes "
+        "| $ per 1,000 deliveries (multi-region / regional) |",
         "|---|---|---|---|",
+        row("one send task (claim, send, outcome, any open left?)", h["per_send_task"], ""),
+        row(
+            "send path per delivery (with tick, render, fan-out, finish)",
+            h["per_delivery_including_fan_out"],
+            f"{cost['send_path']['multi_region']:.4f} / {cost['send_path']['regional_us_west1']:.4f}",
+        ),
+        row(
+            "+ 3 SendGrid events via `/webhooks/sendgrid`, per delivery",
+            h["events_per_delivery"],
+            f"{cost['total']['multi_region']:.4f} / {cost['total']['regional_us_west1']:.4f} in all",
+        ),
     ]
-    variants = (("pipeline", "default"), ("pipeline_inline_event_dedup", "events de-duplicated on the delivery"))
-    for key, label in variants:
-        p = ops.get(key)
-        if not p:
-            continue
-        send, events = p["send_path_per_delivery"], p["events_per_delivery"]
-        lines += [
-            f"| send path ({label}) | {send['reads']:.2f} | {send['writes']:.2f} "
-            f"| {p['send_path_usd_per_1000']['multi_region']:.4f} |",
-            f"| + 3 SendGrid events via `/webhooks/sendgrid` ({label}) | {events['reads']:.2f} "
-            f"| {events['writes']:.2f} | {p['usd_per_1000_deliveries']['multi_region']:.4f} in all |",
-        ]
-    return lines
 
 
 def section(results: dict[str, Any]) -> str:

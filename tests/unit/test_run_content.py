@@ -84,3 +84,31 @@ def test_a_run_not_rendered_is_not_kept(c, tmp_path):
     assert cache.get(run_id) is not None
     assert counting.reads["get_run"] == 2  # read again: its content may still change
     assert cache.get("no-such-run") is None
+
+
+def test_a_render_retried_after_a_crash_sends_no_trace_of_it(tmp_path):
+    clock = FakeClock(SLOT)
+    c = factories.container(tmp_path, clock, retry_delays="60")
+    apply_definitions(c, [factories.report(recipients={"email": RECIPIENTS[:2]})])
+    real = c.source
+
+    class FlakyOnce:
+        calls = 0
+
+        def render(self, request):
+            FlakyOnce.calls += 1
+            if FlakyOnce.calls == 1:
+                raise ConnectionError("warehouse unreachable")
+            return real.render(request)
+
+    c.source = FlakyOnce()
+    run, _ = runs.start_manual_run(c, "board-pack", request_id="r")
+    drain(c)
+    assert "warehouse unreachable" in c.store.get_run(run.id).error  # the operator sees it meanwhile
+    clock.advance(seconds=60)
+    drain(c)
+    done = c.store.get_run(run.id)
+    assert done.status == RunStatus.SUCCEEDED and done.error == "" and done.note == ""
+    received = [m for sent in c.mailer.sent.values() for m in sent]
+    assert len(received) == 2
+    assert not any("warehouse" in m.text or "warehouse" in m.html or "attempt" in m.text for m in received)

@@ -301,6 +301,7 @@ def render(c: Container, report: ReportDefinition, run: Run) -> Run | None:
         artifact_key=key,
         content_type=rendered.content_type,
         summary=summary,
+        error="",  # an earlier attempt's error is history now
         updated_at=c.clock.now(),
     )
 
@@ -329,7 +330,8 @@ def _render_crashed(c: Container, report: ReportDefinition, run: Run, exc: Excep
         return _fail_run(c, run, f"render failed after {attempt} attempts: {reason}")
     now = c.clock.now()
     with c.atomic():
-        c.store.update_run(run.id, step_attempts=attempt, error="", note=f"render attempt {attempt} failed: {reason}")
+        # In ``error`` (operators see it), never in ``note``: the note is in every recipient's message.
+        c.store.update_run(run.id, step_attempts=attempt, error=f"render attempt {attempt} failed: {reason}")
         c.queue.enqueue(execute_run_task(run.id, eta=now + delay, round_=attempt))
     return c.store.get_run(run.id)
 

@@ -62,16 +62,35 @@ def test_sends_of_one_run_read_the_run_and_its_report_once(c):
     assert c.store.get_run(run_id).status == RunStatus.SUCCEEDED
 
 
-def test_a_definition_edited_mid_run_applies_from_the_next_run(c):
+def test_a_definition_change_reaches_sends_within_a_minute(c):
     run_id = _rendered(c)
     sends = c.queue.take_due(c.clock.now(), SEND_DELIVERY)
     delivery.send_delivery(c, sends[0].payload["delivery_id"])
     apply_definitions(c, [factories.report(name="Renamed pack", recipients={"email": RECIPIENTS})])
-    for task in sends[1:]:
+    delivery.send_delivery(c, sends[1].payload["delivery_id"])  # within the minute: what was read
+    c.clock.advance(seconds=60)
+    for task in sends[2:]:
         delivery.send_delivery(c, task.payload["delivery_id"])
-    subjects = {m.subject for sent in c.mailer.sent.values() for m in sent}
-    assert subjects == {"Board pack — 2026-11-02"}  # one run, one definition
+    subjects = [c.mailer.sent[r][0].subject for r in RECIPIENTS]
+    assert subjects[:2] == ["Board pack — 2026-11-02"] * 2
+    assert subjects[2:] == ["Renamed pack — 2026-11-02"] * (len(RECIPIENTS) - 2)
     assert len(c.store.list_deliveries(run_id=run_id, status=DeliveryStatus.SENT).items) == len(RECIPIENTS)
+
+
+def test_a_cache_keeps_no_store_alive(tmp_path):
+    import gc
+    import weakref
+
+    from herald.adapters.embedded.sqlite_store import SQLiteStore
+    from herald.services import content
+
+    store = SQLiteStore(tmp_path / "gone.db")
+    content.for_store(store).get(store, "no-such-run", SLOT)
+    alive = weakref.ref(store)
+    store.close()
+    del store
+    gc.collect()
+    assert alive() is None
 
 
 def test_a_run_not_rendered_is_not_kept(c, tmp_path):
@@ -79,11 +98,11 @@ def test_a_run_not_rendered_is_not_kept(c, tmp_path):
 
     (run_id,) = tick(c).started  # pending: nothing rendered to share yet
     counting = CountingStore(c.store)
-    cache = ContentCache(counting)  # type: ignore[arg-type]
-    assert cache.get(run_id).run.status == RunStatus.PENDING
-    assert cache.get(run_id) is not None
+    cache = ContentCache()
+    assert cache.get(counting, run_id, SLOT).run.status == RunStatus.PENDING  # type: ignore[arg-type]
+    assert cache.get(counting, run_id, SLOT) is not None  # type: ignore[arg-type]
     assert counting.reads["get_run"] == 2  # read again: its content may still change
-    assert cache.get("no-such-run") is None
+    assert cache.get(counting, "no-such-run", SLOT) is None  # type: ignore[arg-type]
 
 
 def test_a_render_retried_after_a_crash_sends_no_trace_of_it(tmp_path):

@@ -47,7 +47,7 @@ def send_delivery(c: Container, delivery_id: str) -> SendOutcome:
 
 
 def _send_claimed(c: Container, delivery: Delivery) -> SendOutcome:
-    found = content.for_store(c.store).get(delivery.run_id)
+    found = content.for_store(c.store).get(c.store, delivery.run_id, c.clock.now())
     if found is None:
         _fail(c, delivery, "the run or report no longer exists", permanent=True)
         return SendOutcome("failed")

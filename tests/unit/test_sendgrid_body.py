@@ -15,7 +15,17 @@ from herald.domain.errors import DeliveryError
 from herald.ports.messages import EmailMessage
 from tests.support.sendgrid_library import build_mail
 
-address = st.from_regex(r"[a-z][a-z0-9.]{0,12}@[a-z]{1,10}\.(com|org|io)", fullmatch=True)
+bare = st.from_regex(r"[a-z][a-z0-9.]{0,12}@[a-z]{1,10}\.(com|org|io)", fullmatch=True)
+display_name = st.from_regex(r"[A-Za-z][A-Za-z .'-]{0,15}", fullmatch=True)
+# Addresses as settings and `herald run --to` may hold them: bare, with a display name,
+# padded (a secret's trailing newline), with a comment.
+address = st.one_of(
+    bare,
+    st.builds(lambda n, a: f"{n} <{a}>", display_name, bare),
+    st.builds(lambda n, a: f'"{n}" <{a}>', display_name, bare),
+    bare.map(lambda a: f" {a}\n"),
+    st.builds(lambda a, n: f"{a} ({n})", bare, display_name),
+)
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 token = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,15}", fullmatch=True)
 
@@ -23,7 +33,7 @@ configs = st.builds(
     SendGridConfig,
     api_key=st.just("SG.key"),
     from_email=address,
-    from_name=st.one_of(st.just(""), text.filter(lambda t: t.strip() == t and "<" not in t)),
+    from_name=st.one_of(st.just(""), text),
     reply_to=st.one_of(st.just(""), address),
     asm_group_id=st.one_of(st.none(), st.integers(1, 99_999)),
     open_tracking=st.booleans(),

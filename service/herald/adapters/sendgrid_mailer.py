@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any
 
 import certifi
@@ -32,7 +33,9 @@ from herald.settings import Settings
 
 # SendGrid rejects more than 10 categories per message (spec: categories.maxItems).
 MAX_CATEGORIES = 10
-_API_KEY_CHECK = ValidateApiKey()  # the library's own: an API key pasted into a summary never leaves
+# The library's own check: refuses content that starts with a SendGrid API key (its regex
+# is matched at the start only; kept as the library has it, not widened here).
+_API_KEY_CHECK = ValidateApiKey()
 _UNSUBSCRIBE_HEADERS = {"list-unsubscribe", "list-unsubscribe-post"}
 # SendGrid refuses to let these be overridden (spec: headers description).
 _RESERVED_HEADERS = {
@@ -85,10 +88,10 @@ def mail_body(config: SendGridConfig, message: EmailMessage) -> dict[str, Any]:
     contents = [{"type": kind, "value": value} for kind, value in parts if value]
     for entry in contents:
         _API_KEY_CHECK.validate_message_dict(entry["value"])
-    personalization: dict[str, Any] = {"to": [{"email": message.to}]}
+    personalization: dict[str, Any] = {"to": [_address(message.to)]}
     if message.custom_args:
         personalization["custom_args"] = {key: str(value) for key, value in message.custom_args.items()}
-    sender = {"email": config.from_email, **({"name": config.from_name} if config.from_name else {})}
+    sender = _address(config.from_email, config.from_name or None)
     body: dict[str, Any] = {
         "from": sender,
         "subject": message.subject,
@@ -107,8 +110,20 @@ def mail_body(config: SendGridConfig, message: EmailMessage) -> dict[str, Any]:
     if config.asm_group_id is not None:
         body["asm"] = {"group_id": config.asm_group_id}
     if config.reply_to:
-        body["reply_to"] = {"email": config.reply_to}
+        body["reply_to"] = _address(config.reply_to)
     return body
+
+
+def _address(email: str, name: str | None = None) -> dict[str, str]:
+    """An address as the library's ``Email`` takes it: without a name, ``email`` may be
+    "Reports team <reports@example.com>" (RFC 5322, split by ``parseaddr``; a setting like
+    HERALD_REPLY_TO is written that way), and what has no "@" is only a name."""
+    if email and not name:
+        name, email = parseaddr(email)
+        if "@" not in email:
+            name, email = email, ""
+        return {**({"name": name} if name else {}), **({"email": email} if email else {})}
+    return {**({"name": name} if name is not None else {}), "email": email}
 
 
 def _categories(*groups: tuple[str, ...]) -> list[str]:

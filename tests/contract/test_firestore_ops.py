@@ -152,6 +152,50 @@ def test_a_write_that_landed_unheard_is_not_applied_twice(stores, monkeypatch):
     assert a.get_delivery("d1").events == {"n": 1} and len(calls) == 1  # recognised by its write id
 
 
+@pytest.mark.parametrize("lost", [gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError])
+def test_a_landed_unheard_write_is_recognised_after_another_writer(stores, monkeypatch, lost):
+    """Our write lands, its answer is lost, and another store writes before we look: our
+    token is still among the document's last write tokens, so it is not applied twice."""
+    a, b = stores
+    a.create_deliveries([make_delivery("d1")])
+    real_update = DocumentReference.update
+    calls: list[int] = []
+
+    def bump(d: Delivery) -> dict[str, Any]:
+        return {"events": {**d.events, "n": int(d.events.get("n", 0)) + 1}}
+
+    def update_then_lose_the_answer(self: DocumentReference, *args: Any, **kwargs: Any) -> Any:
+        result = real_update(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            monkeypatch.setattr(DocumentReference, "update", real_update)
+            b.mutate_delivery("d1", bump)  # someone else writes in between
+            raise lost("answer lost")
+        return result
+
+    monkeypatch.setattr(DocumentReference, "update", update_then_lose_the_answer)
+    a.mutate_delivery("d1", bump)
+    assert a.get_delivery("d1").events["n"] == 2  # ours once, theirs once
+
+
+def test_an_aborted_write_is_decided_again_not_raised(stores, monkeypatch):
+    a, _ = stores
+    a.create_deliveries([make_delivery("d1")])
+    real_update = DocumentReference.update
+    calls: list[int] = []
+
+    def abort_once(self: DocumentReference, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise gexc.Aborted("contention")  # not applied: Firestore's answer under contention
+        return real_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(DocumentReference, "update", abort_once)
+    claimed = a.claim_delivery("d1", NOW, NOW + timedelta(minutes=2))
+    assert claimed is not None and claimed.attempts == 1
+    assert a.get_delivery("d1").attempts == 1 and len(calls) == 2
+
+
 def test_events_cost_one_read_and_one_write_per_delivery_and_a_replay_applies_nothing(stores):
     a, b = stores
     ids = [f"d{i}" for i in range(5)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from herald.adapters.gcp.firestore_docs import SEEN_EVENTS_FIELD
-from herald.adapters.gcp.firestore_store import WRITE_ID_FIELD, FirestoreStore
+from herald.adapters.gcp.firestore_store import WRITE_IDS_FIELD, FirestoreStore
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.states import DeliveryStatus, RunStatus
 
@@ -34,10 +34,10 @@ NOW = datetime(2026, 11, 2, 7, tzinfo=UTC)
 # Fields only the Firestore documents carry (besides the records' own fields).
 ADAPTER_FIELDS = {
     "reports": {"name", "owner", "enabled", "next_fire_at", "definition_json"},
-    "runs": {"expire_at", WRITE_ID_FIELD, *Run.model_fields},
-    "report_delivery_log": {"expire_at", "recipient_lc", SEEN_EVENTS_FIELD, WRITE_ID_FIELD, *Delivery.model_fields},
-    "alerts": {"expire_at", WRITE_ID_FIELD, *Alert.model_fields},
-    "notices": {"expire_at", WRITE_ID_FIELD, *Alert.model_fields},
+    "runs": {"expire_at", WRITE_IDS_FIELD, *Run.model_fields},
+    "report_delivery_log": {"expire_at", "recipient_lc", SEEN_EVENTS_FIELD, WRITE_IDS_FIELD, *Delivery.model_fields},
+    "alerts": {"expire_at", WRITE_IDS_FIELD, *Alert.model_fields},
+    "notices": {"expire_at", WRITE_IDS_FIELD, *Alert.model_fields},
     "inbound_events": {"kind", "event_id", "created_at", "expire_at"},
     "job_status": {"job", "period", "record_json"},
     "suppressions": {"recipient", "scope", "reason", "created_at"},

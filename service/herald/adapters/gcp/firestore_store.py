@@ -82,12 +82,22 @@ Change = Callable[[R], tuple[R, set[str]] | None]
 # outcome are a few milliseconds to seconds apart and a worker runs tens of them at once.
 WRITTEN_CACHE_SIZE = 1024
 MUTATE_ATTEMPTS = 8  # reads (and decisions) per conditional write before giving up: contention
-# Errors the client would retry a commit on (its default policy); a precondition write is
-# sent with retry=None, because a blind resend of one that landed would fail its
-# precondition and be decided again (a counter bumped twice). _mutate retries it itself and
-# recognises its own write by WRITE_ID_FIELD.
-TRANSIENT = (gexc.ServiceUnavailable, gexc.ResourceExhausted)
-WRITE_ID_FIELD = "write_id"  # a fresh id per conditional write attempt (not a record field)
+# A precondition write is sent with retry=None: a blind resend of one that landed would fail
+# its precondition and be decided again (a counter bumped twice). _mutate retries it itself
+# and recognises its own write by the tokens in WRITE_IDS_FIELD.
+# Errors after which the write may or may not have landed (the answer was lost):
+UNHEARD = (
+    gexc.ServiceUnavailable,
+    gexc.ResourceExhausted,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Unknown,
+)
+# Errors that say the write was not applied: decide again on a fresh read.
+NOT_APPLIED = (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted)
+WRITE_IDS_FIELD = "write_ids"  # the last WRITE_IDS_KEPT write tokens (not a record field)
+WRITE_IDS_KEPT = 8  # another writer's tokens push ours out only after this many writes
+TRANSIENT_BUDGET_SECONDS = 30.0  # how long unheard writes are retried before the error is raised
 
 
 class FirestoreStore:
@@ -107,8 +117,8 @@ class FirestoreStore:
         self._history_retention = history_retention
         self._pool_size = pool_size
         self.op_counts = OpCounts()
-        # (collection, id) -> (update time, record) of documents this store last wrote itself.
-        self._written: OrderedDict[tuple[str, str], tuple[datetime, BaseModel]] = OrderedDict()
+        # (collection, id) -> (update time, record, write tokens) of documents this store last wrote itself.
+        self._written: OrderedDict[tuple[str, str], tuple[datetime, BaseModel, list[str]]] = OrderedDict()
         self._written_size = written_cache_size
         self._written_lock = threading.Lock()
 
@@ -146,19 +156,25 @@ class FirestoreStore:
         return snapshots
 
     # Conditional writes: optimistic, with the update time as the precondition -------------
-    def _remembered(self, slot: tuple[str, str], model: type[R]) -> tuple[datetime, R] | None:
+    def _remembered(self, slot: tuple[str, str], model: type[R]) -> tuple[datetime, R, list[str]] | None:
         with self._written_lock:
             entry = self._written.get(slot)
             if entry is None:
                 return None
             self._written.move_to_end(slot)
-        update_time, record = entry
-        return (update_time, record) if isinstance(record, model) else None
+        update_time, record, tokens = entry
+        # Change functions are pure (the Change contract): they never modify the record they get.
+        return (update_time, record, tokens) if isinstance(record, model) else None
 
-    def _remember(self, slot: tuple[str, str], update_time: datetime, record: BaseModel) -> None:
+    def _remember(
+        self, slot: tuple[str, str], update_time: datetime, model: type[R], record: R, tokens: list[str]
+    ) -> None:
+        # Kept as a read would return it (Firestore turns tuples into lists, offsets into
+        # UTC), and apart from ``record``, which the caller gets and may change. Copied
+        # outside the lock: an alert body can be long.
+        copy = from_doc(model, to_doc(record))
         with self._written_lock:
-            # A deep copy: the caller gets ``record`` itself and may change it, nested dicts too.
-            self._written[slot] = (update_time, record.model_copy(deep=True))
+            self._written[slot] = (update_time, copy, tokens)
             self._written.move_to_end(slot)
             while len(self._written) > self._written_size:
                 self._written.popitem(last=False)
@@ -168,17 +184,24 @@ class FirestoreStore:
             self._written.pop(slot, None)
 
     def _write_if_unchanged(
-        self, ref: firestore.DocumentReference, model: type[R], updated: R, names: set[str], since: datetime, token: str
+        self,
+        ref: firestore.DocumentReference,
+        model: type[R],
+        updated: R,
+        names: set[str],
+        since: datetime,
+        tokens: list[str],
     ) -> datetime | None:
         """Update ``names`` if the document was last updated at ``since``: its new update
-        time, or None if it had changed (FailedPrecondition, counted as a conflict)."""
+        time, or None if the write was not applied (counted as a conflict). ``tokens`` are
+        the write tokens to store, this write's last. Raises UNHEARD errors."""
         data = fields_doc(model, updated, names)
         if "recipient" in names:
             data["recipient_lc"] = str(data["recipient"]).lower()
-        data[WRITE_ID_FIELD] = token
+        data[WRITE_IDS_FIELD] = tokens
         try:
             result = ref.update(data, option=self._client.write_option(last_update_time=since), retry=None)
-        except (gexc.FailedPrecondition, gexc.NotFound):
+        except NOT_APPLIED:
             self.op_counts.add(conflicts=1)
             return None
         self.op_counts.add(writes=1)
@@ -190,27 +213,30 @@ class FirestoreStore:
         decided only if the document is still the one it decided on (see the module doc)."""
         ref = self._col(collection).document(doc_id)
         slot = (collection, doc_id)
-        unknown: set[str] = set()  # tokens of writes sent whose outcome was not heard
+        unheard: set[str] = set()  # tokens of writes sent whose outcome was not heard
+        last_unheard: Exception | None = None
+        deadline = time.monotonic() + TRANSIENT_BUDGET_SECONDS
         remembered = self._remembered(slot, model)
         if remembered is not None:  # written by this store: decide on that copy, 0 reads
-            since, record = remembered
+            since, record, known = remembered
             decided = change(record)
             # A refusal, or a change that writes nothing, is never answered from a copy
             # that may be stale: those read the document below.
             if decided is not None and decided[1]:
                 updated, names = decided
-                token = uuid.uuid4().hex
+                tokens = [*known, uuid.uuid4().hex][-WRITE_IDS_KEPT:]
                 try:
-                    new_time = self._write_if_unchanged(ref, model, updated, names, since, token)
-                except TRANSIENT:
-                    unknown.add(token)  # did it land? The read below tells, by the token
-                    new_time = None
+                    new_time = self._write_if_unchanged(ref, model, updated, names, since, tokens)
+                except UNHEARD as exc:
+                    unheard.add(tokens[-1])  # did it land? The read below tells, by the token
+                    last_unheard, new_time = exc, None
                 if new_time is not None:
-                    self._remember(slot, new_time, updated)
+                    self._remember(slot, new_time, model, updated, tokens)
                     return updated
             self._forget(slot)  # changed since (an event webhook, another worker), or refused
 
-        for attempt in range(MUTATE_ATTEMPTS):
+        attempt = 0
+        while True:
             snapshot = ref.get()
             self.op_counts.add(reads=1)
             if not snapshot.exists:
@@ -218,9 +244,10 @@ class FirestoreStore:
                 return None
             data = snapshot.to_dict() or {}
             record = from_doc(model, data)
-            if data.get(WRITE_ID_FIELD) in unknown:  # an earlier attempt of this call landed
+            known = [str(t) for t in data.get(WRITE_IDS_FIELD) or []]
+            if unheard & set(known):  # an earlier attempt of this call landed
                 self.op_counts.add(writes=1)
-                self._remember(slot, snapshot.update_time, record)
+                self._remember(slot, snapshot.update_time, model, record, known)
                 return record
             decided = change(record)
             if decided is None:
@@ -229,17 +256,25 @@ class FirestoreStore:
             updated, names = decided
             if not names:
                 return updated
-            token = uuid.uuid4().hex
+            tokens = [*known, uuid.uuid4().hex][-WRITE_IDS_KEPT:]
             try:
-                new_time = self._write_if_unchanged(ref, model, updated, names, snapshot.update_time, token)
-            except TRANSIENT:
-                unknown.add(token)
-                new_time = None
+                new_time = self._write_if_unchanged(ref, model, updated, names, snapshot.update_time, tokens)
+            except UNHEARD as exc:
+                unheard.add(tokens[-1])
+                last_unheard, new_time = exc, None
+                if time.monotonic() > deadline:
+                    raise
+            else:
+                if new_time is None:  # contended: another writer got there first
+                    attempt += 1
+                    if attempt >= MUTATE_ATTEMPTS:
+                        raise gexc.Aborted(  # type: ignore[no-untyped-call]
+                            f"{collection}/{doc_id}: still contended after {MUTATE_ATTEMPTS} attempts"
+                        ) from last_unheard
             if new_time is not None:
-                self._remember(slot, new_time, updated)
+                self._remember(slot, new_time, model, updated, tokens)
                 return updated
-            time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))  # contended: back off, jittered
-        raise gexc.Aborted(f"{collection}/{doc_id}: still contended after {MUTATE_ATTEMPTS} attempts")  # type: ignore[no-untyped-call]
+            time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** min(attempt + len(unheard), 7))))  # back off, jittered
 
     @staticmethod
     def _updating(fields: dict[str, Any], **more: Any) -> Callable[[R], tuple[R, set[str]]]:

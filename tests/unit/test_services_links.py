@@ -142,6 +142,23 @@ def test_the_renewal_log_keeps_the_last_twenty(tmp_path):
     assert [r["delivery_id"] for r in renewals] == made[-20:]
 
 
+def test_a_delivery_renewed_twenty_times_before_the_count_existed_gets_a_fresh_id(c, delivered):
+    from herald.domain import ids
+
+    # Before renewal_count: ids renew/1..renew/21 were made, and the full list kept 20.
+    old = [ids.delivery_id(delivered.id, "renew", str(n)) for n in range(1, 22)]
+    c.clock.set(links.link_expires(c, delivered) + timedelta(days=1))
+    at = (c.clock.now() - timedelta(days=1)).isoformat()
+    log = [{"at": at, "delivery_id": i} for i in old[-20:]]
+    c.store.update_delivery(delivered.id, events={**delivered.events, "renewals": log})
+    made = [delivered.model_copy(update={"id": i, "link_token": f"t{n}"}) for n, i in enumerate(old)]
+    assert c.store.create_deliveries(made) == 21  # they exist, as they did
+    renewal = links.renew(c, c.store.get_delivery(delivered.id))
+    assert renewal.status == "sent"
+    assert renewal.delivery_id == ids.delivery_id(delivered.id, "renew", "22")
+    assert renewal.delivery_id not in old and c.store.get_delivery(renewal.delivery_id) is not None
+
+
 def test_a_vanished_delivery_is_limited_not_renewed(c, delivered):
     gone = delivered.model_copy(update={"id": "no-such-delivery"})
     c.clock.set(links.link_expires(c, delivered) + timedelta(seconds=1))

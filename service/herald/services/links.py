@@ -38,6 +38,9 @@ def record_download(c: Container, d: Delivery, user_agent: str) -> Delivery | No
     return c.store.mutate_delivery(d.id, count)
 
 
+RENEWALS_KEPT = 20  # the renewal log on a delivery keeps the newest this many
+
+
 @dataclass(frozen=True)
 class Renewal:
     status: str  # "sent", "limited", "not-expired", "suppressed"
@@ -65,10 +68,12 @@ def renew(c: Container, d: Delivery) -> Renewal:
             return None
         # Numbered by a count of its own: the list keeps only the last 20, so its length
         # would repeat the 21st id from then on (and a repeated id creates and sends nothing).
-        number = int(current.events.get("renewal_count", len(renewals))) + 1
+        # A delivery renewed before the count existed with its list full made renewals 1..21.
+        legacy = len(renewals) + (1 if len(renewals) >= RENEWALS_KEPT else 0)
+        number = int(current.events.get("renewal_count", legacy)) + 1
         new_id = ids.delivery_id(current.id, "renew", str(number))
         decided["id"] = new_id
-        renewals = [*renewals, {"at": now.isoformat(), "delivery_id": new_id}][-20:]
+        renewals = [*renewals, {"at": now.isoformat(), "delivery_id": new_id}][-RENEWALS_KEPT:]
         return {"events": {**current.events, "renewals": renewals, "renewal_count": number}, "updated_at": now}
 
     if c.store.mutate_delivery(d.id, reserve) is None:

@@ -9,33 +9,18 @@ from datetime import timedelta
 from herald.domain.errors import DeliveryError
 from herald.domain.states import DeliveryStatus
 from herald.services import delivery as sending
-from herald.services import runs
 from herald.services.scheduling import apply_definitions
 from herald.services.tasks import SEND_DELIVERY
 from tests import factories
+from tests.unit.test_services_delivery import container, start
 
-A = "a@example.com"
+A = "a@example.com"  # the one recipient of test_services_delivery.container
 CHANNEL = "C0123456789"
-
-
-def container(tmp_path, **settings):
-    c = factories.container(tmp_path, **settings)
-    apply_definitions(c, [factories.report(recipients={"email": [A]})])
-    return c
-
-
-def start(c):
-    run, _ = runs.start_manual_run(c, "board-pack", request_id="r")
-    c.queue.take_due(c.clock.now(), "/tasks/runs/execute")
-    runs.execute_run(c, run.id)
-    c.queue.pending = [t for t in c.queue.pending if t.path != SEND_DELIVERY]  # driven by hand
-    (d,) = c.store.list_deliveries(run_id=run.id).items
-    return run, d
 
 
 def test_a_sent_delivery_records_when_and_the_providers_id_and_holds_no_lease(tmp_path):
     c = container(tmp_path)
-    _, d = start(c)
+    _, (d,) = start(c)
     c.clock.advance(seconds=7)
     assert sending.send_delivery(c, d.id) == sending.SendOutcome("sent")
     sent = c.store.get_delivery(d.id)
@@ -50,7 +35,7 @@ def test_a_sent_delivery_records_when_and_the_providers_id_and_holds_no_lease(tm
 def test_a_transient_failure_records_the_retry_and_its_reason(tmp_path):
     c = container(tmp_path)
     c.mailer.script[A] = [DeliveryError("SendGrid 503: busy", permanent=False)]
-    _, d = start(c)
+    _, (d,) = start(c)
     assert sending.send_delivery(c, d.id) == sending.SendOutcome("retrying")
     waiting = c.store.get_delivery(d.id)
     now = c.clock.now()
@@ -64,7 +49,7 @@ def test_a_transient_failure_records_the_retry_and_its_reason(tmp_path):
 def test_a_permanent_failure_records_why_and_is_not_retried(tmp_path):
     c = container(tmp_path)
     c.mailer.script[A] = [DeliveryError("SendGrid 400: invalid address", permanent=True)]
-    _, d = start(c)
+    _, (d,) = start(c)
     c.clock.advance(seconds=3)
     assert sending.send_delivery(c, d.id) == sending.SendOutcome("failed")
     failed = c.store.get_delivery(d.id)
@@ -80,7 +65,7 @@ def test_a_permanent_failure_records_why_and_is_not_retried(tmp_path):
 def test_giving_up_after_the_last_retry_says_how_many_attempts(tmp_path):
     c = container(tmp_path, max_retries=1, retry_delays="60")
     c.mailer.script[A] = [DeliveryError("timeout", permanent=False)] * 2
-    _, d = start(c)
+    _, (d,) = start(c)
     assert sending.send_delivery(c, d.id).status == "retrying"
     c.clock.advance(seconds=60)
     assert sending.send_delivery(c, d.id) == sending.SendOutcome("failed")
@@ -93,7 +78,7 @@ def test_giving_up_after_the_last_retry_says_how_many_attempts(tmp_path):
 
 def test_a_delivery_whose_report_is_gone_fails_permanently_and_says_so(tmp_path):
     c = container(tmp_path)
-    run, d = start(c)
+    run, (d,) = start(c)
     with c.store._write() as conn:  # the report row removed behind Herald's back
         conn.execute("DELETE FROM reports WHERE id=?", (run.report_id,))
     assert sending.send_delivery(c, d.id) == sending.SendOutcome("failed")
@@ -105,7 +90,7 @@ def test_a_delivery_whose_report_is_gone_fails_permanently_and_says_so(tmp_path)
 
 def test_the_email_says_when_its_link_expires_and_how_to_unsubscribe(tmp_path):
     c = container(tmp_path)
-    _, d = start(c)
+    _, (d,) = start(c)
     sending.send_delivery(c, d.id)
     (message,) = c.mailer.sent[A]
     expires = d.created_at + timedelta(seconds=c.settings.link_ttl_seconds)  # 7 days (README)
@@ -117,7 +102,7 @@ def test_the_email_says_when_its_link_expires_and_how_to_unsubscribe(tmp_path):
 def test_a_slack_file_is_the_rendered_artifact_under_its_own_name(tmp_path):
     c = factories.container(tmp_path)
     apply_definitions(c, [factories.report(recipients={"slack": [CHANNEL]}, slack_file=True)])
-    run, d = start(c)
+    run, (d,) = start(c)
     sending.send_delivery(c, d.id)
     (message,) = c.chat.posted[CHANNEL]
     artifact = c.store.get_run(run.id).artifact_key
@@ -129,7 +114,7 @@ def test_a_slack_file_is_the_rendered_artifact_under_its_own_name(tmp_path):
 def test_without_slack_file_only_the_link_is_posted(tmp_path):
     c = factories.container(tmp_path)
     apply_definitions(c, [factories.report(recipients={"slack": [CHANNEL]})])
-    _, d = start(c)
+    _, (d,) = start(c)
     sending.send_delivery(c, d.id)
     (message,) = c.chat.posted[CHANNEL]
     assert message.file_name is None and message.file_bytes is None

@@ -240,8 +240,8 @@ def test_references_outside_the_root_are_refused_and_the_root_can_be_widened(tmp
 
 
 def test_load_confines_to_the_given_root_not_only_the_yaml_folder(tmp_path):
-    (tmp_path / "shared.csv").write_text("A\n1\n")
-    path = write(tmp_path / "defs" / "r.yaml", doc(source={"type": "pdf", "data_file": "../shared.csv"}))
+    (tmp_path / "common.csv").write_text("A\n1\n")
+    path = write(tmp_path / "defs" / "r.yaml", doc(source={"type": "pdf", "data_file": "../common.csv"}))
     (line,) = problems_of(d.load, path)
     assert line.startswith("report 'board-pack': source.data_file: ") and "is outside" in line
     assert d.load(path, tmp_path)[0].source.data.rows == [["1"]]  # type: ignore[union-attr]

@@ -8,7 +8,6 @@ webhook's ingress) on the same database.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -22,7 +21,7 @@ from herald.adapters.gcp.firestore_docs import SEEN_EVENTS_FIELD, key
 from herald.adapters.gcp.firestore_store import FirestoreStore
 from herald.domain.records import Delivery
 from herald.domain.states import DeliveryStatus
-from tests.contract.test_store_contract import LEASE, NOW, make_delivery
+from tests.contract.test_store_contract import LEASE, NOW, make_delivery, race_claims
 
 pytestmark = pytest.mark.emulator
 SENDING, SENT = DeliveryStatus.SENDING, DeliveryStatus.SENT
@@ -67,25 +66,7 @@ def test_racing_claims_from_two_clients_have_exactly_one_winner_with_or_without_
     later = NOW + LEASE
     for delivery_id in ids:  # a holds a copy (its own claim), b reads: the lease expired, both take over
         assert a.claim_delivery(delivery_id, NOW, NOW + LEASE) is not None
-        barrier = threading.Barrier(2)
-        results: list[Delivery | None] = [None, None]
-        errors: list[BaseException] = []
-
-        def worker(
-            index: int, store: FirestoreStore, delivery_id=delivery_id, barrier=barrier, results=results, errors=errors
-        ) -> None:
-            try:
-                barrier.wait(timeout=10)
-                results[index] = store.claim_delivery(delivery_id, later, later + LEASE)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker, args=(i, s)) for i, s in enumerate((a, b))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors
+        results = race_claims((a, b), delivery_id, later)
         assert sum(r is not None for r in results) == 1, f"{delivery_id}: {results}"
         assert b.get_delivery(delivery_id).attempts == 2
 

@@ -8,7 +8,9 @@ aware UTC datetimes come back exactly as they went in.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -273,29 +275,35 @@ def test_other_statuses_are_never_claimable(store, status):
     assert store.claim_delivery("missing", NOW, NOW + LEASE) is None
 
 
+def race_claims(stores: Sequence[Any], delivery_id: str, now: datetime) -> list[Delivery | None]:
+    """Each store claims ``delivery_id`` at ``now`` on its own thread, released together."""
+    barrier = threading.Barrier(len(stores))
+    results: list[Delivery | None] = [None] * len(stores)
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = stores[index].claim_delivery(delivery_id, now, now + LEASE)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    return results
+
+
 def test_two_workers_race_for_a_delivery_and_exactly_one_wins(open_store):
     stores = [open_store(), open_store()]  # two real connections / clients
     ids = [f"d{i}" for i in range(3)]  # each interleaved race costs the emulator ~2 s of lock wait
     stores[0].create_deliveries([make_delivery(i, recipient=f"{i}@example.com") for i in ids])
 
     for delivery_id in ids:
-        barrier = threading.Barrier(2)
-        results: list[Delivery | None] = [None, None]
-        errors: list[BaseException] = []
-
-        def worker(index: int, delivery_id=delivery_id, barrier=barrier, results=results, errors=errors) -> None:
-            try:
-                barrier.wait(timeout=10)
-                results[index] = stores[index].claim_delivery(delivery_id, NOW, NOW + LEASE)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors
+        results = race_claims(stores, delivery_id, NOW)
         assert sum(r is not None for r in results) == 1, f"{delivery_id}: {results}"
         assert stores[0].get_delivery(delivery_id).attempts == 1
 

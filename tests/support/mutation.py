@@ -7,6 +7,7 @@ service/herald), ``tests/`` and ``pyproject.toml``, whose ``[tool.mutmut]`` sect
 configuration. Nothing in the working tree is touched.
 
     python -m tests.support.mutation prepare WORK   # the copy, and a baseline of the fast tests
+    python -m tests.support.mutation survivors WORK --only GLOB...    # names, for stage 2
     python -m tests.support.mutation report WORK OUT --only GLOB...   # kill rate + survivors
 
 ``prepare`` runs the fast tests once (``[tool.mutmut] pytest_add_cli_args``); tests that
@@ -135,6 +136,15 @@ def report(work: Path, out: Path, only: list[str]) -> float:
     return rate
 
 
+def survivors(work: Path, only: list[str]) -> list[str]:
+    """The mutants that survived stage 1: stage 2 runs them again with every test."""
+    return sorted(
+        n
+        for n, s in _results(work).items()
+        if s == "survived" and (not only or any(fnmatch.fnmatch(n, g) for g in only))
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,9 +154,14 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("work", type=Path)
     r.add_argument("out", type=Path)
     r.add_argument("--only", nargs="*", default=[])
+    v = sub.add_parser("survivors")
+    v.add_argument("work", type=Path)
+    v.add_argument("--only", nargs="*", default=[])
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.work)
+    elif args.command == "survivors":
+        print("\n".join(survivors(args.work, args.only)))
     else:
         report(args.work, args.out, args.only)
 

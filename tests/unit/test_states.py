@@ -220,6 +220,7 @@ def check_sequence(plan: list[list[str]], ops: list[tuple[Any, ...]], *, send_fi
             run_status = after_run
 
 
+@pytest.mark.mutation_stage2
 @SETTINGS
 @given(plans, st.lists(operation, min_size=1, max_size=50))
 def test_random_event_sequences_only_move_deliveries_and_runs_forward(plan, ops):
@@ -233,6 +234,7 @@ after_sending = st.one_of(
 )
 
 
+@pytest.mark.mutation_stage2
 @SETTINGS
 @given(
     st.lists(st.lists(st.just("permanent"), max_size=1), min_size=3, max_size=3), st.lists(after_sending, max_size=30)

@@ -199,7 +199,10 @@ def _wait(c: Container, run: Run, pending: list[Need], now: datetime) -> Run:
     # often the run is executed meanwhile, each re-check is queued once.
     base = run.slot or run.created_at
     every = c.settings.dependency_recheck_seconds
-    grid = int((now - base).total_seconds() // every) + 1
+    # At least the first slot: a worker whose clock is a little behind the one that stamped
+    # the run (now < base) would otherwise name its re-check round 0, the run's own first
+    # task name, which the queue drops as a repeat, and the run would wait for ever.
+    grid = max(int((now - base).total_seconds() // every), 0) + 1
     recheck = base + timedelta(seconds=grid * every)
     nearest = min(pending, key=lambda n: n.deadline)
     if nearest.deadline <= recheck:

@@ -206,8 +206,10 @@ def fold_events(d: Delivery, events: list[dict[str, Any]], now: datetime) -> dic
             ev[f"{kind}d_at"] = max(at, str(ev.get(f"{kind}d_at", "")), key=_sort_key)
         history.append(entry)
         ev["last_event_at"] = max(at, str(ev.get("last_event_at", "")), key=_sort_key)
-    if any(ev.get(key) for key in _REACHED) and not ev.get("delivered_at"):
-        _first(ev, "delivered_at", min((ev[k] for k in _REACHED if ev.get(k)), key=_sort_key))
+    # Delivered at the earliest proof it reached the mailbox (an open or a click can come
+    # before SendGrid's own `delivered`), whichever batches the events arrived in.
+    if reached := [ev[k] for k in _REACHED if ev.get(k)]:
+        _first(ev, "delivered_at", min(reached, key=_sort_key))
     if message_id:  # kept with the facts, so a later settle of an unconfirmed send still has it
         ev["message_id"] = message_id
     history.sort(key=lambda entry: str(entry["at"]))  # whole-second UTC ISO text sorts as time

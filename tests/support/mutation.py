@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DESELECTED = "deselected.txt"
+EQUIVALENTS = "tests/support/mutation_equivalents.toml"
 LEFT_OUT = {"service", "var", "mutants", "bench"}  # service/herald becomes src/herald
 
 
@@ -107,6 +108,14 @@ def _diff(work: Path, name: str) -> str:
     return shown.stdout.strip()
 
 
+def equivalents(path: Path = ROOT / EQUIVALENTS) -> dict[str, str]:
+    """Surviving mutants judged equivalent, each with the reason no test can tell it apart."""
+    if not path.exists():
+        return {}
+    entries = tomllib.loads(path.read_text())["equivalent"]
+    return {name: entry["reason"] for entry in entries for name in entry["mutants"]}
+
+
 def report(work: Path, out: Path, only: list[str]) -> float:
     results = {n: s for n, s in _results(work).items() if not only or any(fnmatch.fnmatch(n, g) for g in only)}
     killed = sum(1 for s in results.values() if s in ("killed", "timeout"))
@@ -114,24 +123,48 @@ def report(work: Path, out: Path, only: list[str]) -> float:
     tested = len(results) - skipped
     rate = 100.0 * killed / tested if tested else 0.0
     survivors = sorted(n for n, s in results.items() if s not in ("killed", "timeout", "skipped", "not checked"))
+    explained = equivalents()
+    open_ = [n for n in survivors if n not in explained]
+    equivalent = [n for n in survivors if n in explained]
+    # An explanation whose mutant is now killed is stale (its function changed, or a test
+    # now tells it apart): listed so the file can be corrected.
+    stale = sorted(n for n in explained if results.get(n) in ("killed", "timeout"))
+    scored = tested - len(equivalent)
     lines = [
         f"mutmut over {', '.join(only) or 'everything configured'}",
         f"kill rate: {rate:.1f}% ({killed} killed of {tested} tested; {skipped} not run)",
-        f"surviving or untested: {len(survivors)}",
+        f"with the {len(equivalent)} explained equivalents counted out: "
+        + (f"{100.0 * killed / scored:.1f}% ({killed} of {scored})" if scored else "-"),
+        f"surviving, not explained: {len(open_)}",
     ]
+    by_module: dict[str, list[int]] = {}
+    for name, status in results.items():
+        if status in ("skipped", "not checked"):
+            continue
+        row = by_module.setdefault(name.split(".x")[0], [0, 0, 0])
+        row[0] += status in ("killed", "timeout")
+        row[1] += 1
+        row[2] += name in explained and status not in ("killed", "timeout")
+    lines += ["", "module: killed / tested (equivalent)"]
+    lines += [f"  {m}: {k} / {t} ({e})" for m, (k, t, e) in sorted(by_module.items())]
     deselected = (work / DESELECTED).read_text().split() if (work / DESELECTED).exists() else []
     if deselected:
         lines += ["", "tests left out because they failed on the unmutated code:", *(f"  {t}" for t in deselected)]
+    if stale:
+        lines += ["", f"explained as equivalent but killed (stale entries in {EQUIVALENTS}):"]
+        lines += [f"  {n}" for n in stale]
     by_status: dict[str, list[str]] = {}
-    for name in survivors:
+    for name in open_:
         by_status.setdefault(results[name], []).append(name)
     for status, names in sorted(by_status.items()):
-        lines += ["", f"== {status} ({len(names)})"]
+        lines += ["", f"== {status}, not explained ({len(names)})"]
         for name in names:
             lines += ["", f"-- {name}", _diff(work, name)]
+    lines += ["", f"== equivalent ({len(equivalent)}), reasons in {EQUIVALENTS}"]
+    lines += [f"  {n}" for n in equivalent]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:3]))
+    print("\n".join(lines[:4]))
     print(f"report: {out}")
     return rate
 

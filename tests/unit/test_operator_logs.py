@@ -25,7 +25,6 @@ import pytest
 
 from herald.domain.errors import DeliveryError
 from herald.domain.ids import heartbeat_id
-from herald.domain.records import Alert, ChannelSend
 from herald.domain.states import DeliveryStatus
 from herald.logs import JsonFormatter
 from herald.ports.clock import FakeClock
@@ -39,6 +38,7 @@ from tests.drive import drain
 from tests.fakes import StaticSource
 from tests.unit import test_services_delivery as deliveries
 from tests.unit import test_services_resend as resends
+from tests.unit.test_services_notifications import alert as owner_alert
 from tests.unit.test_services_runs import CrashingSource, OverlappingSource
 
 A = deliveries.A
@@ -382,21 +382,6 @@ def nc(tmp_path):
     container = factories.container(tmp_path, FakeClock(factories.T0))
     apply_definitions(container, [factories.report(heartbeat_url="https://hc.example/ping/abc")])
     return container
-
-
-def owner_alert(nc, the_id="a1"):
-    a = Alert(
-        id=the_id,
-        kind="run_failed",
-        target=OWNER,
-        report_id="board-pack",
-        subject="Board pack failed",
-        body="it broke",
-        created_at=factories.T0,
-        channels={"email": ChannelSend(target=OWNER)},
-    )
-    assert notify.notify(nc, a)
-    return a
 
 
 def test_a_queued_notification_names_its_alert_kind_and_channels(nc, logs):

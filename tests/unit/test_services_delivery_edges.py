@@ -105,20 +105,6 @@ def test_a_send_after_a_failed_attempt_clears_the_old_error(tmp_path):
     assert (sent.status, sent.last_error, sent.error_kind) == (DeliveryStatus.SENT, "", "")
 
 
-def test_a_delivery_whose_report_is_gone_logs_a_permanent_failure(tmp_path):
-    c = container(tmp_path)
-    run, (d,) = start(c)
-    with c.store._write() as conn:  # the report row removed behind Herald's back
-        conn.execute("DELETE FROM reports WHERE id=?", (run.report_id,))
-    assert sending.send_delivery(c, d.id) == sending.SendOutcome("failed")
-    failed = c.store.get_delivery(d.id)
-    assert failed.attempt_log[-1] == {
-        "at": c.clock.now().isoformat(),
-        "result": "permanent",
-        "error": "the run or report no longer exists",
-    }
-
-
 # Retries at 2, 8 and 32 minutes, also with SendGrid ---------------------------------------
 @pytest.mark.parametrize("settings", [SENDGRID, EVENTS_ON], ids=["sendgrid", "sendgrid-with-events"])
 def test_with_sendgrid_a_transient_failure_retries_at_2_8_32_minutes_then_fails_and_the_owner_hears(tmp_path, settings):

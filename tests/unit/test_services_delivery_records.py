@@ -85,6 +85,11 @@ def test_a_delivery_whose_report_is_gone_fails_permanently_and_says_so(tmp_path)
     failed = c.store.get_delivery(d.id)
     assert (failed.status, failed.error_kind) == (DeliveryStatus.FAILED, "permanent")
     assert failed.last_error == "the run or report no longer exists"
+    assert failed.attempt_log[-1] == {  # logged as a permanent failure: no retry follows
+        "at": c.clock.now().isoformat(),
+        "result": "permanent",
+        "error": "the run or report no longer exists",
+    }
     assert A not in c.mailer.sent
 
 

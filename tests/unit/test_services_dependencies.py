@@ -290,6 +290,7 @@ def test_a_report_without_a_schedule_labels_periods_in_utc(tmp_path, clock):
     [
         ({"completed_at": "2026-10-30T06:15:00Z"}, "30 Oct 2026 06:15 UTC"),
         ({"completed_at": "2026-10-30T08:15:00+02:00"}, "30 Oct 2026 06:15 UTC"),
+        ({"completed_at": "2026-10-30t06:15:00z"}, "30 Oct 2026 06:15 UTC"),
         ({"completed_at": "2026-10-30T06:15:00"}, "30 Oct 2026 06:15 UTC"),
         ({"recorded_at": "2026-10-30T06:15:00+00:00"}, "30 Oct 2026 06:15 UTC"),
         ({"completed_at": "", "recorded_at": "2026-10-30T06:15:00+00:00"}, "30 Oct 2026 06:15 UTC"),

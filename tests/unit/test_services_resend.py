@@ -95,6 +95,16 @@ def test_exactly_the_failed_deliveries_get_one_new_attempt(c):
     assert c.store.get_run(run.id).status == RunStatus.PARTIAL  # the run's record stays; the deliveries moved
 
 
+def test_who_asked_is_kept_up_to_200_characters(c):
+    run = finished_run(c)
+    asker = "a" * 150 + "@" + "b" * 149  # 300 characters
+    result = rs.resend_failed(c, run.id, asker)
+    assert result.actor == asker[:200] and len(result.actor) == 200
+    assert c.store.get_inbound_event(rs.KIND, result.request_id)["actor"] == asker[:200]
+    (delivery,) = [c.store.get_delivery(d) for d in result.requested]
+    assert delivery.attempt_log[-1]["by"] == asker[:200]
+
+
 def test_the_same_request_again_is_repeated_and_sends_nothing(c):
     run = finished_run(c)
     first = rs.resend_failed(c, run.id, "alice")

@@ -355,6 +355,15 @@ def test_a_redelivered_fan_out_requeues_the_first_sends_still_waiting(c):
     assert len(waiting) == 2 and other.id != run.id
 
 
+def test_a_fan_out_redelivered_while_every_send_waits_queues_no_second_task(c):
+    run = delivered_run(c)
+    runs.execute_run(c, run.id)  # the execute task, redelivered after its fan-out committed
+    sends = [t for t in c.queue.tasks.values() if t.path == SEND_DELIVERY]
+    deliveries = c.store.list_deliveries(run_id=run.id).items
+    assert sorted(t.payload["delivery_id"] for t in sends) == sorted(d.id for d in deliveries)
+    assert len(sends) == 2
+
+
 @pytest.mark.timeout(30)  # a listing that never ends is a failure, not a hang
 def test_a_redelivered_fan_out_requeues_every_page(c):
     recipients = factories.recipients(1001)
@@ -475,3 +484,15 @@ def test_a_run_records_when_it_started_and_pings_start_only_with_a_monitor(c, cl
     assert c.store.get_run(quiet.id).started_at == SLOT + timedelta(seconds=20)
     assert c.store.get_alert(heartbeat_id("start", quiet.id)) is None  # no monitor to tell
     assert c.store.get_alert(heartbeat_id("start", test.id)) is None  # a test is never in the heartbeats
+
+
+# What the source is asked to render -------------------------------------------------------
+def test_the_source_gets_the_summary_as_it_reads_before_rows_are_counted(c):
+    apply_definitions(c, [factories.report(summary="{name} for {period}: {rows} rows, ledger {params[ledger]}")])
+    run, _ = runs.start_manual_run(c, "board-pack", params={"ledger": "GL"}, request_id="req-1")
+    runs.execute_run(c, run.id)
+    (request,) = c.source.renders
+    assert (request.run_id, request.period, request.params) == (run.id, run.period, {"ledger": "GL"})
+    # The PDF source re-counts the rows into exactly this provisional line (adapters/sources/pdf.py).
+    assert request.summary == f"Board pack for {run.period}: 0 rows, ledger GL"
+    assert c.store.get_run(run.id).summary == f"Board pack for {run.period}: 3 rows, ledger GL"

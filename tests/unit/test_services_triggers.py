@@ -126,6 +126,18 @@ def test_a_concurrent_first_delivery_wins_and_this_one_answers_its_runs(c, monke
     assert tr.ingest(c, "erp", event()) == tr.Ingested("e1", ["winner-run"], replayed=True)
 
 
+def test_a_concurrent_first_delivery_with_other_content_is_refused_as_a_conflict(c, monkeypatch, caplog):
+    other = {"digest": tr.event_digest(event(ledger="AP")), "type": "period.closed", "run_ids": ["winner-run"]}
+    answers = iter([None, other])  # not there when first read; the winner's (other content) when read again
+    monkeypatch.setattr(c.store, "put_inbound_event", lambda *a, **k: False)
+    monkeypatch.setattr(c.store, "get_inbound_event", lambda kind, eid: next(answers))
+    with caplog.at_level(logging.WARNING, logger="herald.services.triggers"), pytest.raises(tr.EventConflict) as info:
+        tr.ingest(c, "erp", event())
+    assert str(info.value) == "event 'e1' from 'erp' was received before with different content"
+    (line,) = [r for r in caplog.records if r.getMessage() == "event id reused with other content"]
+    assert (line.source, line.event_id) == ("erp", "e1")  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("payload", [[1, 2], "text", None, 42])
 def test_an_event_must_be_a_json_object(c, payload):
     with pytest.raises(tr.InvalidEvent) as info:

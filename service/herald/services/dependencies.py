@@ -240,7 +240,7 @@ def _completed(record: dict[str, Any]) -> str:
     """A record's completion time for people; records written by upstream jobs may be loose."""
     raw = str(record.get("completed_at") or record.get("recorded_at") or "")
     try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(raw.upper())  # RFC 3339 allows a lower-case "t" and "z"
     except ValueError:
         return raw or "an unknown time"
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

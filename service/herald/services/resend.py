@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 KIND = "admin-resend"
 RESEND_ATTEMPT_BASE = 1000  # task names of resends never collide with the retry schedule's (attempts 0..N)
 PAGE = 1000
+ACTOR_MAX = 200  # who asked (an IAP e-mail or a token's name), as kept with the request and each attempt log
 MAX_RESEND = 10_000  # failures covered by one request; the rest wait for the next one
 
 
@@ -102,6 +103,7 @@ def resend_failed(c: Container, run_id: str, actor: str) -> ResendResult:
     _requeue_stranded(c, run_id)
     failures = failed_deliveries(c, run_id)
     rid = request_id(run_id, failures)
+    actor = actor[:ACTOR_MAX]
     result = ResendResult(run_id=run_id, request_id=rid, actor=actor)
     if not failures:
         return result
@@ -112,7 +114,7 @@ def resend_failed(c: Container, run_id: str, actor: str) -> ResendResult:
         log.info("resend repeated", extra={"run_id": run_id, "request_id": rid, "actor": actor})
         return ResendResult(run_id, rid, str(first.get("actor", actor)), list(first.get("deliveries", [])), True)
     for d in failures:
-        entry = {"at": now.isoformat(), "result": "resend", "by": actor[:200], "request": rid}
+        entry = {"at": now.isoformat(), "result": "resend", "by": actor, "request": rid}
         queued = c.store.transition_delivery(
             d.id,
             list(RESENDABLE),

@@ -38,6 +38,9 @@ from tests.support.sendgrid_library import build_mail
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 THREADS = 16
+# Herald's worker processes (HERALD_WORKER_PROCESSES): one per core, as README "Performance"
+# advises. Each side-by-side also runs one process, the default, for comparison.
+PROCESSES = int(os.environ.get("BENCH_WORKER_PROCESSES") or max(2, os.cpu_count() or 1))
 ROUNDS = 1 if QUICK else 2
 # (naive, client, herald) recipients per latency: the naive loop at 50 ms is 20/s.
 FULL_SIZES = {0.0: (2_000, 10_000, 5_000), 50.0: (100, 3_000, 2_000)}
@@ -119,12 +122,21 @@ def _report(report_id: str, recipients: int) -> dict[str, Any]:
 class Herald:
     """A `herald serve` subprocess pointed at the sink, with the given reports applied."""
 
-    def __init__(self, sink: Sink, workdir: Path, reports: dict[str, int], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        workdir: Path,
+        reports: dict[str, int],
+        env: dict[str, str] | None = None,
+        processes: int = PROCESSES,
+    ) -> None:
         environment = {
             "HERALD_SENDGRID_API_KEY": API_KEY,
             "HERALD_SENDGRID_HOST": sink.url,
             "HERALD_ALLOW_PRIVATE_TARGETS": "true",
-            "HERALD_WORKER_THREADS": str(THREADS),
+            # Equal concurrency with the client: THREADS send threads in all, over the processes.
+            "HERALD_WORKER_THREADS": str(max(1, THREADS // processes)),
+            "HERALD_WORKER_PROCESSES": str(processes),
             "HERALD_LOG_LEVEL": "WARNING",
             **(env or {}),
         }
@@ -158,12 +170,17 @@ class Herald:
         sends = _check(self.sink, since, expected, f"herald {report_id}")
         return {"seconds": elapsed, "per_s": expected / elapsed, "first_send_s": min(sends) - since}
 
-    def peak_rss_mib(self) -> float:
+    def peak_rss_mib(self) -> list[float]:
+        """Each process's peak RSS (VmHWM): the server's first, then its worker processes'."""
         assert self.process.proc is not None
-        for line in Path(f"/proc/{self.process.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        server = self.process.proc.pid
+        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+        peaks = []
+        for pid in [server, *map(int, children)]:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return peaks
 
     def stop(self) -> None:
         self.process.stop()
@@ -172,28 +189,36 @@ class Herald:
 def side_by_side(latency_ms: float, root: Path) -> dict[str, Any]:
     naive_n, client_n, herald_n = SIZES[latency_ms]
     with nginx_sink(root / f"sink-{latency_ms:.0f}", latency_ms) as sink:
-        herald = Herald(sink, root / f"herald-{latency_ms:.0f}", {"warm": 200, "main": herald_n})
+        reports = {"warm": 200, "main": herald_n}
+        herald = Herald(sink, root / f"herald-{latency_ms:.0f}", reports)
+        single = Herald(sink, root / f"herald-{latency_ms:.0f}-1", reports, processes=1)
         try:
-            herald.run("warm", 200)
+            for server in (herald, single):
+                server.run("warm", 200)
             pool_client(sink, 200)
-            naive, client, ours = [], [], []
-            for _ in range(ROUNDS):  # alternated, so a noisy neighbour hits all three alike
+            naive, client, ours, one = [], [], [], []
+            for _ in range(ROUNDS):  # alternated, so a noisy neighbour hits all alike
                 naive.append(naive_loop(sink, naive_n))
                 client.append(pool_client(sink, client_n))
                 ours.append(herald.run("main", herald_n)["per_s"])
+                one.append(single.run("main", herald_n)["per_s"])
         finally:
             herald.stop()
-    n, cl, h = statistics.median(naive), statistics.median(client), statistics.median(ours)
+            single.stop()
+    n, cl, h, h1 = (statistics.median(x) for x in (naive, client, ours, one))
     return {
         "latency_ms": latency_ms,
+        "worker_processes": PROCESSES,
         "recipients": {"naive": naive_n, "client": client_n, "herald": herald_n},
         "naive_per_s": round(n, 1),
         "client_per_s": round(cl, 1),
         "herald_per_s": round(h, 1),
         "herald_to_client": round(h / cl, 3),
         "herald_to_naive": round(h / n, 3),
+        "herald_1_process_per_s": round(h1, 1),
+        "herald_1_process_to_client": round(h1 / cl, 3),
         "rounds": {"naive": [round(r, 1) for r in naive], "client": [round(r) for r in client],
-                   "herald": [round(r) for r in ours]},
+                   "herald": [round(r) for r in ours], "herald_1_process": [round(r) for r in one]},
     }  # fmt: skip
 
 
@@ -248,7 +273,8 @@ def scale(root: Path) -> list[dict[str, Any]]:
                     "seconds": round(figures["seconds"], 2),
                     "per_s": round(figures["per_s"], 1),
                     "ms_per_recipient": round(1000 * figures["seconds"] / n, 3),
-                    "peak_rss_mib": round(rss, 1),
+                    "peak_rss_mib": round(max(rss), 1),  # the largest process (the target's figure)
+                    "peak_rss_mib_per_process": [round(r, 1) for r in rss],
                     "validate_seconds": validate,
                 }
             )
@@ -277,21 +303,23 @@ def table(results: dict[str, Any]) -> str:
     i, s, f = results["instant"], results["latency_50ms"], results["first_send"]
     lines = [
         "| sink | naive loop (`sendgrid`, 1 thread) | minimal client (urllib3, 16 threads) "
-        "| Herald end to end (16 workers) | Herald / client | Herald / naive |",
-        "|---|---|---|---|---|---|",
+        f"| Herald end to end ({i.get('worker_processes', 1)} processes, 16 workers in all) | Herald / client "
+        "| Herald / naive | Herald, 1 process / client |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, r in (("answers at once", i), ("answers in 50 ms", s)):
         lines.append(
             f"| {label} | {r['naive_per_s']:,.1f} /s | {r['client_per_s']:,.0f} /s "
             f"| {r['herald_per_s']:,.0f} /s ({r['recipients']['herald']:,} recipients) "
-            f"| {r['herald_to_client']:.2f}x | {r['herald_to_naive']:.2f}x |"
+            f"| {r['herald_to_client']:.2f}x | {r['herald_to_naive']:.2f}x "
+            f"| {r.get('herald_1_process_to_client', float('nan')):.2f}x |"
         )
     lines += [
         "",
         f"Trigger → first accepted send ({f['recipients']:,} recipients, {f['triggers']} triggers): "
         f"p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s.",
         "",
-        "| recipients | wall time | per second | ms per recipient | peak RSS |",
+        "| recipients | wall time | per second | ms per recipient | peak RSS (largest process; each) |",
         "|---|---|---|---|---|",
     ]
     for r in results["scale"]:
@@ -303,7 +331,8 @@ def table(results: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {r['recipients']:,} | {r['seconds']:,.1f} s | {r['per_s']:,.0f} | "
-            f"{r['ms_per_recipient']:.3f} | {r['peak_rss_mib']:.0f} MiB |"
+            f"{r['ms_per_recipient']:.3f} | {r['peak_rss_mib']:.0f} MiB "
+            f"({', '.join(f'{m:.0f}' for m in r.get('peak_rss_mib_per_process', [r['peak_rss_mib']]))}) |"
         )
     return "\n".join(lines)
 

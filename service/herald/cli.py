@@ -327,6 +327,7 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     from herald.logs import configure_logging
     from herald.web.app import create_app
     from herald.web.dispatch import in_process_dispatcher, worker_pools
+    from herald.worker_processes import WorkerProcesses
 
     settings = _settings(data_dir=ctx.obj["data_dir"], host=host, port=port)
     if settings.backend != "embedded":
@@ -367,7 +368,9 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)
     for pool in pools:
-        pool.start()
+        pool.start()  # takes back the previous process's leases: before any worker process leases
+    workers = WorkerProcesses(settings.worker_processes - 1 if pools else 0, settings.data_dir)
+    workers.start()
     ticker.start()
     watchdog.start()
     click.echo(
@@ -377,11 +380,29 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
         f"  Reports: {len(definitions)} applied" + (f" from {reports_file}" if reports_file else "")
     )
     server.serve_forever()
+    workers.stop()
     for pool in pools:
         pool.stop()
     ticker.join(5)
     watchdog.join(5)
     click.echo("herald: stopped; queued work resumes on the next start", err=True)
+
+
+@main.command("worker", hidden=True)
+@click.option("--parent", type=int, required=True, help="The `herald serve` process this one works for.")
+@click.pass_context
+def worker(ctx: click.Context, parent: int) -> None:
+    """One of `herald serve`'s worker processes (HERALD_WORKER_PROCESSES); started by it, not by hand."""
+    from herald.logs import configure_logging
+    from herald.worker_processes import run_worker
+
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    configure_logging(settings.log_level)
+    try:
+        run_worker(settings, parent)
+    except StorageUnavailable as exc:
+        click.echo(f"herald worker: cannot use the data store: {exc.message}", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 def _tick_loop(dispatch: Any, every: float, stop: threading.Event, settings: Settings | None = None) -> None:
@@ -417,3 +438,7 @@ def watchdog(ctx: click.Context) -> None:
     configure_logging(settings.log_level, settings.gcp_project)
     result = run_watchdog(_built(lambda: build_container(settings)))
     click.echo(json.dumps({"open": len(result.found), "new": len(result.new), "posted": result.posted}))
+
+
+if __name__ == "__main__":  # `python -m herald.cli`: how `herald serve` starts its worker processes
+    main()

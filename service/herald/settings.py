@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     lease_seconds: float = 120.0  # how long a claimed delivery is held before another worker may take it
     link_ttl_seconds: int = 7 * 24 * 3600  # lifetime of a recipient's download link (7 days)
     worker_threads: int = 8  # embedded backend: task worker threads
+    # A Python process runs on about one CPU core; each more worker process (same data folder
+    # and queue, worker_processes.py) adds a core's worth of sends. One per core is the most useful.
+    worker_processes: int = 1  # embedded backend: processes running sends, finish steps and alerts: serve plus N-1
+
     http_timeout_seconds: float = 10.0  # the http source's connect timeout (and fetching Google's / IAP's keys)
 
     # Mail / chat (outbox files unless credentials are set)
@@ -203,6 +207,13 @@ class Settings(BaseSettings):
     def _pool_size(cls, value: int) -> int:
         if not 1 <= value <= 256:
             raise ValueError("render_threads and tasks_send_shards must be between 1 and 256")
+        return value
+
+    @field_validator("worker_processes")
+    @classmethod
+    def _processes_in_range(cls, value: int) -> int:
+        if not 1 <= value <= 64:
+            raise ValueError("worker_processes must be between 1 and 64")
         return value
 
     @field_validator("tasks_fanout_pool")

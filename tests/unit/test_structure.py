@@ -1,8 +1,9 @@
 """The structure shows itself: only the composition root imports adapters.
 
 The composition root is herald.bootstrap, herald.bootstrap_gcp, herald.store_factory (the
-store alone, for `herald apply`) and the CLI's entrypoints; everything else — domain,
-ports, services, web — sees ports only. Read from the source, not from the running code."""
+store alone, for `herald apply`) and the CLI's entrypoints (with `herald serve`'s worker
+processes); everything else — domain, ports, services, web — sees ports only. Read from the
+source, not from the running code."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import ast
 from pathlib import Path
 
 HERALD = Path(__file__).resolve().parents[2] / "service" / "herald"
-COMPOSITION_ROOT = {"bootstrap.py", "bootstrap_gcp.py", "store_factory.py", "cli.py"}
+COMPOSITION_ROOT = {"bootstrap.py", "bootstrap_gcp.py", "store_factory.py", "cli.py", "worker_processes.py"}
 # The embedded worker's dispatcher is the one web module that speaks to the embedded queue's types.
 KNOWN = {"web/dispatch.py"}
 

@@ -8,6 +8,8 @@ store write and an enqueue makes them one transaction; each inner ``write()`` jo
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -53,6 +55,7 @@ class SQLiteFile:
         self._members = 0  # writers in the open group
         self._done = 0  # groups committed or failed up to this one
         self._failures: dict[int, BaseException] = {}
+        self._process_lock: int | None = None  # fd of the lock file, opened on the first write
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self.conn()
@@ -93,6 +96,10 @@ class SQLiteFile:
         if self._local.depth and self._writer is not None:
             return self._writer
         return conn
+
+    def in_write(self) -> bool:
+        """Is this thread inside ``write()`` (a transaction it holds the lock for)?"""
+        return bool(getattr(self._local, "depth", 0))
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the current transaction commits (at once outside one)."""
@@ -178,14 +185,20 @@ class SQLiteFile:
         writer = self._writer
         try:
             if not writer.in_transaction:
-                writer.execute("BEGIN IMMEDIATE")
+                self._lock_processes()
+                try:
+                    writer.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    self._unlock_processes()
+                    raise
                 with self._state:
                     self._group += 1
                     self._members = 0
             writer.execute("SAVEPOINT herald_write")
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             if writer.in_transaction and not self._members:
                 writer.execute("ROLLBACK")
+                self._unlock_processes()
             raise storage_error(self.path, exc) from None
         with self._state:
             self._members += 1
@@ -205,6 +218,7 @@ class SQLiteFile:
             except sqlite3.Error:
                 pass
         finally:
+            self._unlock_processes()
             with self._state:
                 if error is not None:
                     self._failures[group] = error
@@ -212,6 +226,19 @@ class SQLiteFile:
                 self._done = group
                 self._committed.notify_all()
             self._write_lock.release()
+
+    # Other Herald processes on this file (`herald serve`'s send processes, `herald apply`)
+    # queue on an flock of a lock file beside it, held from BEGIN to COMMIT: the kernel
+    # wakes the next writer at once, where SQLite's busy handler sleeps 1-100 ms between
+    # tries. The lock dies with its process, so a kill -9 never leaves it held.
+    def _lock_processes(self) -> None:
+        if self._process_lock is None:
+            self._process_lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._process_lock, fcntl.LOCK_EX)
+
+    def _unlock_processes(self) -> None:
+        if self._process_lock is not None:
+            fcntl.flock(self._process_lock, fcntl.LOCK_UN)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

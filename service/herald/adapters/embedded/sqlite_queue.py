@@ -232,7 +232,7 @@ class SQLiteQueue:
         )
         if row is None or row[0] is None:
             return None
-        due = datetime.strptime(row[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=self.clock.now().tzinfo)
+        due = datetime.fromisoformat(row[0].removesuffix("Z")).replace(tzinfo=self.clock.now().tzinfo)
         return max(0.0, (due - self.clock.now()).total_seconds())
 
     def counts(self) -> dict[str, int]:
@@ -266,11 +266,24 @@ class QueueWorkers:
     thread of the pool; pending outcomes are written when the pool goes idle or stops."""
 
     def __init__(
-        self, queue: SQLiteQueue, dispatch: Dispatcher, threads: int, pool: Pool | None = None, name: str = "worker"
+        self,
+        queue: SQLiteQueue,
+        dispatch: Dispatcher,
+        threads: int,
+        pool: Pool | None = None,
+        name: str = "worker",
+        *,
+        poll_seconds: float = 1.0,
+        resume_leases: bool = True,
     ) -> None:
         self.queue = queue
         self.dispatch = dispatch
         self.pool = pool or Pool()
+        # A pool in a second process is not woken by this process's enqueues: it polls.
+        self.poll_seconds = poll_seconds
+        # Only the first process of a data folder may take back leases at start: the
+        # previous process is gone then. A send process starts beside a live one.
+        self.resume_leases = resume_leases
         self.batch = max(1, threads)
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
@@ -281,7 +294,7 @@ class QueueWorkers:
         ]
 
     def start(self) -> None:
-        released = self.queue.release_leases(self.pool)
+        released = self.queue.release_leases(self.pool) if self.resume_leases else 0
         if released:
             log.info("resumed tasks left leased by the previous process", extra={"tasks": released})
         for thread in self.threads:
@@ -331,7 +344,7 @@ class QueueWorkers:
                 leased = self._next()
                 if leased is None:
                     self.flush()
-                    self.queue.wait_for_work(self.stop_event, pool=self.pool)
+                    self.queue.wait_for_work(self.stop_event, self.poll_seconds, self.pool)
                 else:
                     self._run(*leased)
             except StorageUnavailable as exc:  # e.g. a full disk: say so, look again soon, no traceback

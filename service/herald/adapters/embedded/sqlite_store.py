@@ -87,7 +87,8 @@ def ts(value: datetime) -> str:
     """Fixed-width UTC text, so SQLite's text order is time order."""
     if value.tzinfo is None:
         raise ValueError("naive datetime reached the store")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is C and ~5x faster than strftime: every claim and outcome writes a few of these.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _from_ts(text: str | None) -> datetime | None:
@@ -95,7 +96,7 @@ def _from_ts(text: str | None) -> datetime | None:
 
 
 def _parse_ts(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=UTC)  # what ts() wrote
 
 
 class DefinitionCache:
@@ -111,6 +112,9 @@ class DefinitionCache:
         self._versions: dict[str, tuple[int, ReportDefinition]] = {}  # report id -> (version, parsed)
         self._size = size
         self._lock = threading.Lock()
+        # One parse at a time: the threads whose first sends of a run miss together wait for
+        # the first one's parse instead of each validating the same 10,000 recipients.
+        self._parsing = threading.Lock()
 
     def by_version(self, report_id: str, version: int | None) -> ReportDefinition | None:
         if version is None:  # a row written before versions existed: read its document
@@ -131,11 +135,16 @@ class DefinitionCache:
             found = self._items.get(doc)
         if found is not None:
             return found
-        parsed = ReportDefinition.model_validate_json(doc)
-        with self._lock:
-            if len(self._items) >= self._size:
-                self._items.pop(next(iter(self._items)))
-            self._items[doc] = parsed
+        with self._parsing:
+            with self._lock:
+                found = self._items.get(doc)
+            if found is not None:  # parsed while this thread waited
+                return found
+            parsed = ReportDefinition.model_validate_json(doc)
+            with self._lock:
+                if len(self._items) >= self._size:
+                    self._items.pop(next(iter(self._items)))
+                self._items[doc] = parsed
         return parsed
 
 
@@ -249,7 +258,24 @@ class SQLiteStore:
         change: Callable[[R], R | None],
         columns: Callable[[R], dict[str, Any]],
     ) -> R | None:
-        """Read, let ``change`` decide (None = refuse), write back: one atomic step."""
+        """Read, let ``change`` decide (None = refuse), write back: one atomic step.
+
+        Outside a caller's transaction it is a compare-and-set: read and decide without the
+        write lock, then write only if the stored document is still the one decided on. The
+        lock (every writer of every Herald process on this file waits for it) is then held
+        for one UPDATE, not for two JSON round trips through pydantic (issue 14). A lost race
+        decides again under the lock, so the outcome is the same as the locked path's."""
+        if not self._db.in_write():
+            row = self._conn().execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
+            if row is None:
+                return None
+            updated = change(model.model_validate_json(row[0]))
+            if updated is None:  # refused on a committed state: as the locked read would at that instant
+                return None
+            cols = {**columns(updated), "doc": updated.model_dump_json()}
+            with self._write() as conn:
+                if self._update(conn, table, record_id, cols, expected=row[0]):
+                    return updated
         with self._write() as conn:
             row = conn.execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
             if row is None:
@@ -257,13 +283,22 @@ class SQLiteStore:
             updated = change(model.model_validate_json(row[0]))
             if updated is None:
                 return None
-            cols = {**columns(updated), "doc": updated.model_dump_json()}
-            assignments = ", ".join(f"{name}=?" for name in cols)
-            conn.execute(
-                f"UPDATE {table} SET {assignments} WHERE id=?",  # noqa: S608
-                (*cols.values(), record_id),
-            )
+            self._update(conn, table, record_id, {**columns(updated), "doc": updated.model_dump_json()})
             return updated
+
+    @staticmethod
+    def _update(
+        conn: sqlite3.Connection, table: str, record_id: str, cols: dict[str, Any], expected: str | None = None
+    ) -> bool:
+        assignments = ", ".join(f"{name}=?" for name in cols)
+        if expected is None:
+            conn.execute(f"UPDATE {table} SET {assignments} WHERE id=?", (*cols.values(), record_id))  # noqa: S608
+            return True
+        cur = conn.execute(
+            f"UPDATE {table} SET {assignments} WHERE id=? AND doc=?",  # noqa: S608
+            (*cols.values(), record_id, expected),
+        )
+        return cur.rowcount == 1
 
     # Runs ----------------------------------------------------------------------------
     @staticmethod

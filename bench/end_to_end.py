@@ -174,7 +174,8 @@ class Herald:
         """Each process's peak RSS (VmHWM): the server's first, then its worker processes'."""
         assert self.process.proc is not None
         server = self.process.proc.pid
-        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+        tasks = Path(f"/proc/{server}/task").iterdir()  # a restarted worker is its watcher thread's child
+        children = [pid for task in tasks for pid in (task / "children").read_text().split()]
         peaks = []
         for pid in [server, *map(int, children)]:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -43,6 +43,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def child_processes(pid: int) -> list[int]:
+    """A process's children (a `herald serve`'s worker processes), whichever of its threads started them."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
 class PortTaken(Exception):
     """`herald serve` could not bind the port it was given."""
 

@@ -23,18 +23,10 @@ import requests
 
 from herald.domain.ids import heartbeat_id  # a ping's record id, to replay its task
 from tests.e2e.counting import OWNER, report, sendgrid_env
-from tests.e2e.harness import HeraldProcess, wait_until
+from tests.e2e.harness import HeraldProcess, alive, child_processes, wait_until
 from tests.factories import recipients
 
 pytestmark = pytest.mark.e2e
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing
 
 
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-worker-processes"])
@@ -49,15 +41,7 @@ def test_kill_9_mid_fan_out_sends_nothing_twice_counted_at_the_sink(tmp_path, co
     herald = HeraldProcess(data, definitions, env=env).start()
     assert herald.proc is not None
     server = herald.proc.pid
-    workers = wait_until(
-        lambda: (
-            [int(p) for p in Path(f"/proc/{server}/task/{server}/children").read_text().split()]
-            if processes > 1
-            else [-1]
-        ),
-        30,
-        "the worker process to start",
-    )
+    workers = wait_until(lambda: child_processes(server) if processes > 1 else [-1], 30, "the worker to start")
     run_id = herald.start_run("big")
 
     def some_accepted() -> bool:

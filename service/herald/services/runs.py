@@ -190,11 +190,18 @@ def _execute(c: Container, run: Run) -> Run:
             updated_at=c.clock.now(),
         )
         run = started or c.store.get_run(run_id) or run
+    elif run.status == RunStatus.RENDERING:
+        # A render retry (or a step redelivered after a crash): the slot was kept for it, but
+        # its lease may have run out during the retry wait and another run may hold it now.
+        busy = _render_slot(c, report, run)
+        if busy is not None:
+            return busy
     if run.status == RunStatus.RENDERING:
         try:
             run = render(c, report, run) or run
         finally:
-            _release_render_slot(c, report, run)
+            if run.status != RunStatus.RENDERING:  # rendered or failed; a run awaiting its retry keeps the slot
+                _release_render_slot(c, report, run)
     if run.status == RunStatus.DELIVERING:
         fan_out(c, report, run)
     return run
@@ -235,7 +242,7 @@ def _render_slot(c: Container, report: ReportDefinition, run: Run) -> Run | None
 
         if c.store.mutate_alert(lock_id, take_over) is not None:
             return None
-    if report.overlap == "skip":
+    if report.overlap == "skip" and run.status != RunStatus.RENDERING:  # a started run is never skipped: it waits
         skipped = c.store.transition_run(
             run.id,
             [RunStatus.PENDING, RunStatus.WAITING],

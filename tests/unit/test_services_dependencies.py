@@ -109,6 +109,7 @@ def test_a_record_releases_exactly_the_waiting_runs_that_need_it(tmp_path, clock
     assert c.store.get_run(run_id).status == RunStatus.WAITING  # released, but the record is not there yet
 
 
+@pytest.mark.timeout(30)  # a listing that never ends is a failure, not a hang
 def test_release_counts_every_waiting_run_past_the_first_page(tmp_path, clock, monkeypatch):
     c, _ = start(tmp_path, clock, board_pack())
     monkeypatch.setattr(deps, "RELEASE_PAGE", 2)

@@ -116,6 +116,16 @@ def test_the_same_request_again_is_repeated_and_sends_nothing(c):
     assert c.queue.pending == []
 
 
+def test_a_repeat_whose_first_request_vanished_answers_for_itself_and_sends_nothing(c, monkeypatch):
+    run = finished_run(c)
+    queued = len(c.queue.tasks)
+    monkeypatch.setattr(c.store, "put_inbound_event", lambda *a, **k: False)  # the same request was made...
+    monkeypatch.setattr(c.store, "get_inbound_event", lambda kind, rid: None)  # ...and pruned since
+    again = rs.resend_failed(c, run.id, "bob")
+    assert again.repeated and again.actor == "bob" and again.requested == []
+    assert len(c.queue.tasks) == queued  # nothing queued again
+
+
 def test_a_later_failure_is_a_new_request(c):
     run = finished_run(c)
     first = rs.resend_failed(c, run.id, "alice")

@@ -31,6 +31,22 @@ RETRY_AFTER_SECONDS = 30  # what a request that met a full disk is told
 MAX_GROUP = 64  # writers one group commit may hold: bounds the first one's wait
 
 
+_lock_files: dict[str, int] = {}
+_lock_files_guard = threading.Lock()
+
+
+def _lock_file(path: Path) -> int:
+    """One descriptor per database file and process. flock excludes open files, not
+    processes: two SQLiteFile objects on one file in one process (tests, tools) would
+    otherwise exclude each other, and a thread nesting writes through both would wait on
+    itself forever. Sharing it, they meet on SQLite's own lock, as before the flock."""
+    key = os.path.realpath(f"{path}.lock")
+    with _lock_files_guard:
+        if key not in _lock_files:
+            _lock_files[key] = os.open(key, os.O_RDWR | os.O_CREAT, 0o600)
+        return _lock_files[key]
+
+
 def storage_error(path: Path, exc: BaseException) -> StorageUnavailable:
     text = str(exc).lower()
     cause = next((said for marker, said in _CAUSES if marker in text), str(exc))
@@ -227,13 +243,13 @@ class SQLiteFile:
                 self._committed.notify_all()
             self._write_lock.release()
 
-    # Other Herald processes on this file (`herald serve`'s send processes, `herald apply`)
+    # Other Herald processes on this file (`herald serve`'s worker processes, `herald apply`)
     # queue on an flock of a lock file beside it, held from BEGIN to COMMIT: the kernel
     # wakes the next writer at once, where SQLite's busy handler sleeps 1-100 ms between
     # tries. The lock dies with its process, so a kill -9 never leaves it held.
     def _lock_processes(self) -> None:
         if self._process_lock is None:
-            self._process_lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._process_lock = _lock_file(self.path)
         fcntl.flock(self._process_lock, fcntl.LOCK_EX)
 
     def _unlock_processes(self) -> None:

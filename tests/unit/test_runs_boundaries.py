@@ -26,6 +26,7 @@ from herald.services import runs
 from herald.services.scheduling import apply_definitions
 from herald.services.tasks import EXECUTE_RUN
 from tests import factories
+from tests.drive import drain
 from tests.fakes import StaticSource
 
 SLOT = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
@@ -101,6 +102,16 @@ def test_a_run_whose_report_definition_was_removed_ends_failed_with_the_reason(c
     assert stored.status == RunStatus.FAILED
     assert stored.error == "report definition was removed"
     assert stored.finished_at == SLOT + timedelta(seconds=30)
+    # Its owner is in the definition that is gone: the ops channel hears, once.
+    (told,) = [a for a in c.store.list_alerts(limit=500) if a.run_id == "r-gone"]
+    assert told.target == c.settings.ops_slack_channel
+    assert told.subject == f"Run failed: report {gone.id} ({stored.period}) no longer exists"
+    assert "its report definition was removed" in told.body
+    runs.execute_run(c, "r-gone")  # redelivered
+    assert len([a for a in c.store.list_alerts(limit=500) if a.run_id == "r-gone"]) == 1
+    drain(c)
+    (posted,) = c.chat.posted["#reporting-ops"]
+    assert "gone-pack" in posted.text and "no longer exists" in posted.text
 
 
 # A dependency skip -------------------------------------------------------------------------------

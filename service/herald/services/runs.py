@@ -160,13 +160,25 @@ def _execute(c: Container, run: Run) -> Run:
     run_id = run.id
     stored = c.store.get_report(run.report_id)
     if stored is None:
-        failed = c.store.transition_run(
-            run_id,
-            [RunStatus.PENDING, RunStatus.WAITING],
-            RunStatus.FAILED,
-            error="report definition was removed",
-            finished_at=c.clock.now(),
-        )
+        # The owner is in the definition that is gone: #reporting-ops hears instead (never silent).
+        with c.atomic():
+            failed = c.store.transition_run(
+                run_id,
+                [RunStatus.PENDING, RunStatus.WAITING],
+                RunStatus.FAILED,
+                error="report definition was removed",
+                finished_at=c.clock.now(),
+            )
+            if failed is not None:
+                alerts.ops_message(
+                    c,
+                    the_id=alert_id("run", "definition-removed", run_id),
+                    kind="run_failed",
+                    report_id=run.report_id,
+                    run_id=run_id,
+                    subject=f"Run failed: report {run.report_id} ({run.period}) no longer exists",
+                    body=f"Run {run_id} of report {run.report_id} could not start: its report definition was removed.",
+                )
         return failed or run
     report = stored.definition
     if run.status == RunStatus.PENDING and report.heartbeat_url and not run.test_to:

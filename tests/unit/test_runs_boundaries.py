@@ -104,7 +104,7 @@ def test_a_run_whose_report_definition_was_removed_ends_failed_with_the_reason(c
     assert stored.finished_at == SLOT + timedelta(seconds=30)
     # Its owner is in the definition that is gone: the ops channel hears, once.
     (told,) = [a for a in c.store.list_alerts(limit=500) if a.run_id == "r-gone"]
-    assert told.target == c.settings.ops_slack_channel
+    assert (told.target, told.kind, told.report_id) == (c.settings.ops_slack_channel, "run_failed", "gone-pack")
     assert told.subject == f"Run failed: report {gone.id} ({stored.period}) no longer exists"
     assert "its report definition was removed" in told.body
     runs.execute_run(c, "r-gone")  # redelivered
@@ -112,6 +112,9 @@ def test_a_run_whose_report_definition_was_removed_ends_failed_with_the_reason(c
     drain(c)
     (posted,) = c.chat.posted["#reporting-ops"]
     assert "gone-pack" in posted.text and "no longer exists" in posted.text
+    c.store.create_run(runs.new_run(gone, "r-gone-2", "manual", SLOT))  # another run of it: told too
+    runs.execute_run(c, "r-gone-2")
+    assert len([a for a in c.store.list_alerts(limit=500) if a.run_id == "r-gone-2"]) == 1
 
 
 # A dependency skip -------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from typing import Any
 from herald.adapters.embedded.local_blobs import LocalBlobStore
 from herald.adapters.embedded.log_publisher import LogPublisher
 from herald.adapters.embedded.sqlite_store import SQLiteStore
+from herald.domain.records import Delivery
 from herald.domain.reports import ReportDefinition
 from herald.domain.retry import RetryPolicy
+from herald.domain.states import DeliveryStatus
 from herald.ports.clock import FakeClock
 from herald.ports.container import Container
 from herald.settings import Settings
@@ -30,6 +32,21 @@ def report(**overrides: Any) -> ReportDefinition:
     }
     data.update(overrides)
     return ReportDefinition.model_validate(data)
+
+
+def delivery(status: DeliveryStatus = DeliveryStatus.SENT, **fields: Any) -> Delivery:
+    """One e-mail delivery ``d1`` of run ``r1`` to a@example.com, created at T0."""
+    data: dict[str, Any] = {
+        "id": "d1",
+        "run_id": "r1",
+        "report_id": "board-pack",
+        "channel": "email",
+        "recipient": "a@example.com",
+        "status": status,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    return Delivery(**{**data, **fields})
 
 
 def recipients(n: int, domain: str = "example.com") -> list[str]:

@@ -18,17 +18,7 @@ from tests.support.sendgrid_events import event
 
 
 def delivery(status=DeliveryStatus.SENT, **fields) -> Delivery:
-    return Delivery(
-        id="d1",
-        run_id="r1",
-        report_id="board-pack",
-        channel="email",
-        recipient="a@example.com",
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-        **{"provider_message_id": "msg1", **fields},
-    )
+    return factories.delivery(status, **{"provider_message_id": "msg1", **fields})
 
 
 def fold(d: Delivery, *events) -> Delivery:

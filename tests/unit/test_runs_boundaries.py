@@ -28,9 +28,7 @@ from herald.services.tasks import EXECUTE_RUN
 from tests import factories
 from tests.drive import drain
 from tests.fakes import StaticSource
-
-SLOT = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
-PING = "https://hc.example/ping/abc"
+from tests.unit.test_services_runs import PING, SLOT
 
 
 @pytest.fixture

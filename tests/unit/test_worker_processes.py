@@ -16,7 +16,6 @@ from pydantic import ValidationError
 
 from herald.adapters.embedded.sqlite_db import SQLiteFile
 from herald.adapters.embedded.sqlite_store import DefinitionCache, SQLiteStore
-from herald.domain.records import Delivery
 from herald.domain.reports import ReportDefinition
 from herald.domain.states import DeliveryStatus
 from herald.settings import Settings
@@ -64,23 +63,9 @@ def test_writers_in_several_processes_lose_no_update(tmp_path):
     assert (tmp_path / "herald.db.lock").exists()
 
 
-def _delivery(status: DeliveryStatus) -> Delivery:
-    return Delivery(
-        id="d1",
-        run_id="r1",
-        report_id="board-pack",
-        channel="email",
-        recipient="a@example.com",
-        status=status,
-        link_token="t" * 32,
-        created_at=factories.T0,
-        updated_at=factories.T0,
-    )
-
-
 def test_a_read_decide_write_that_lost_the_race_decides_again_on_the_winner(tmp_path):
     store = SQLiteStore(tmp_path / "herald.db")
-    store.create_deliveries([_delivery(DeliveryStatus.QUEUED)])
+    store.create_deliveries([factories.delivery(DeliveryStatus.QUEUED, link_token="t" * 32)])
     seen: list[dict[str, object]] = []
 
     def change(d):
@@ -97,7 +82,7 @@ def test_a_read_decide_write_that_lost_the_race_decides_again_on_the_winner(tmp_
 
 def test_a_refusal_on_the_committed_state_writes_nothing(tmp_path):
     store = SQLiteStore(tmp_path / "herald.db")
-    store.create_deliveries([_delivery(DeliveryStatus.SENT)])
+    store.create_deliveries([factories.delivery(DeliveryStatus.SENT, link_token="t" * 32)])
     before = store.get_delivery("d1")
     assert store.claim_delivery("d1", factories.T0, factories.T0) is None  # sent: not claimable
     assert store.get_delivery("d1") == before

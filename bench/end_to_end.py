@@ -33,7 +33,7 @@ from sendgrid import SendGridAPIClient
 
 from bench.nginx_sink import Sink, nginx_sink
 from bench.sendgrid_adapter import API_KEY, config, message
-from tests.e2e.harness import HeraldProcess
+from tests.e2e.harness import HeraldProcess, child_processes
 from tests.support.sendgrid_library import build_mail
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -174,8 +174,7 @@ class Herald:
         """Each process's peak RSS (VmHWM): the server's first, then its worker processes'."""
         assert self.process.proc is not None
         server = self.process.proc.pid
-        tasks = Path(f"/proc/{server}/task").iterdir()  # a restarted worker is its watcher thread's child
-        children = [pid for task in tasks for pid in (task / "children").read_text().split()]
+        children = child_processes(server)  # a restarted worker is its watcher thread's child
         peaks = []
         for pid in [server, *map(int, children)]:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():

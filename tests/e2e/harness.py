@@ -45,7 +45,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
 
 def child_processes(pid: int) -> list[int]:
     """A process's children (a `herald serve`'s worker processes), whichever of its threads started them."""
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread (a request's, say) ended while we looked
+            continue
+    return found
 
 
 def alive(pid: int) -> bool:

@@ -176,7 +176,7 @@ class Herald:
         server = self.process.proc.pid
         children = child_processes(server)  # a restarted worker is its watcher thread's child
         peaks = []
-        for pid in [server, *map(int, children)]:
+        for pid in [server, *children]:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)

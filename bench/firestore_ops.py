@@ -22,6 +22,14 @@ Costs use Google's public Firestore Standard edition prices per 100,000 operatio
 (https://cloud.google.com/firestore/pricing, "Pricing by location"): multi-region
 nam5 / eur3 $0.06 reads, $0.18 writes, $0.02 deletes; regional (e.g. us-west1 Oregon)
 $0.03 / $0.09 / $0.01. Free quota, storage, TTL deletes and network are left out.
+
+``all_in`` adds what the same run costs outside Firestore, counted in the same run (the
+tasks the services enqueue, the tasks dispatched, the webhook POSTs), as issue 14's own
+figure of $0.0095 did: Cloud Tasks bills $0.40 per million operations, an operation being
+an API call or a push delivery attempt (https://cloud.google.com/tasks/pricing), so a task
+costs two; Cloud Run bills $0.40 per million requests (request-based billing, tier 1,
+https://cloud.google.com/run/pricing), one per dispatched task and per webhook POST. The
+instance time those requests take is left out, like the free tiers.
 """
 
 from __future__ import annotations
@@ -49,6 +57,18 @@ PRICES = {  # USD per 100,000 operations
 }
 
 
+TASK_OPERATION_USD = 0.40 / 1_000_000  # Cloud Tasks, per billable operation (create, push attempt)
+RUN_REQUEST_USD = 0.40 / 1_000_000  # Cloud Run, per request
+
+
+def _all_in(firestore: dict[str, float], requests: dict[str, int], deliveries: int) -> dict[str, float]:
+    """Firestore's cost per 1,000 deliveries plus Cloud Tasks' and Cloud Run's for ``requests``."""
+    tasks = (requests["tasks_created"] + requests["tasks_dispatched"]) * TASK_OPERATION_USD
+    run = (requests["tasks_dispatched"] + requests["webhook_posts"]) * RUN_REQUEST_USD
+    extra = (tasks + run) * 1000 / deliveries
+    return {name: round(usd + extra, 5) for name, usd in firestore.items()}
+
+
 def _cost_per_1000(per_delivery: dict[str, float]) -> dict[str, float]:
     return {
         name: round(sum(per_delivery[op] * 1000 * price / 100_000 for op, price in table.items()), 5)
@@ -60,18 +80,27 @@ def _per(counts: dict[str, int], n: int) -> dict[str, float]:
     return {op: round(counts[op] / n, 3) for op in OPS}
 
 
-def _headline(phases: dict[str, dict[str, int]], deliveries: int, send_tasks: int) -> dict[str, Any]:
+def _headline(
+    phases: dict[str, dict[str, int]], deliveries: int, send_tasks: int, requests: dict[str, int]
+) -> dict[str, Any]:
     send_path = {op: sum(p[op] for k, p in phases.items() if k != "provider_events") for op in OPS}
     events = phases["provider_events"]
     everything = {op: send_path[op] + events[op] for op in OPS}
+    send_usd = _cost_per_1000(_per(send_path, deliveries))
+    total_usd = _cost_per_1000(_per(everything, deliveries))
     return {
         "per_send_task": _per(phases["send"], send_tasks),
         "per_delivery_including_fan_out": _per(send_path, deliveries),
         "events_per_delivery": _per(events, deliveries),
+        "requests": requests,
         "usd_per_1000_deliveries": {
-            "send_path": _cost_per_1000(_per(send_path, deliveries)),
+            "send_path": send_usd,
             "events": _cost_per_1000(_per(events, deliveries)),
-            "total": _cost_per_1000(_per(everything, deliveries)),
+            "total": total_usd,
+        },
+        "usd_per_1000_deliveries_all_in": {
+            "send_path": _all_in(send_usd, {**requests, "webhook_posts": 0}, deliveries),
+            "total": _all_in(total_usd, requests, deliveries),
         },
     }
 
@@ -155,10 +184,11 @@ def _pipeline(store: Any, recipients: int) -> dict[str, Any]:
         phase("finish_run", lambda: run_tasks(FINISH_RUN, lambda r: runs.finish_run(c, r), "run_id"))
         (run,) = store.list_runs(report_id="bench").items
         sent = store.list_deliveries(run_id=run.id, status=DeliveryStatus.SENT, limit=recipients).items
-        phases["provider_events"] = _webhook(c, store, sent, clock.now())
+        phases["provider_events"], posts = _webhook(c, store, sent, clock.now())
         final = store.get_run(run.id)
+        requests = {"tasks_created": len(queue.tasks), "tasks_dispatched": sum(ran.values()), "webhook_posts": posts}
         return {
-            "headline": _headline(phases, recipients, ran[SEND_DELIVERY]),
+            "headline": _headline(phases, recipients, ran[SEND_DELIVERY], requests),
             "run_status": str(final.status),
             "statuses": store.delivery_counts(run.id),
             "send_tasks": ran[SEND_DELIVERY],
@@ -166,7 +196,7 @@ def _pipeline(store: Any, recipients: int) -> dict[str, Any]:
         }
 
 
-def _webhook(c: Any, store: Any, sent: list[Any], now: datetime) -> dict[str, int]:
+def _webhook(c: Any, store: Any, sent: list[Any], now: datetime) -> tuple[dict[str, int], int]:
     """SendGrid's usual three events per delivery (processed, delivered, open), posted to the
     real ``/webhooks/sendgrid`` route, signed, in batches as SendGrid sends them."""
     from herald.web.app import create_app
@@ -178,13 +208,15 @@ def _webhook(c: Any, store: Any, sent: list[Any], now: datetime) -> dict[str, in
         for k, kind in enumerate(("processed", "delivered", "open"))
     ]
     store.op_counts.reset()
+    posts = 0
     for i in range(0, len(events), EVENT_BATCH):
+        posts += 1
         body, headers = SIGNER.signed(events[i : i + EVENT_BATCH], int(c.clock.now().timestamp()))
         response = client.post("/webhooks/sendgrid", data=body, headers=headers)
         if response.status_code >= 300:
             raise RuntimeError(f"/webhooks/sendgrid answered {response.status_code}: {response.get_data(as_text=True)}")
     counts: dict[str, int] = store.op_counts.as_dict()
-    return counts
+    return counts, posts
 
 
 def _core(store: Any, recipients: int) -> dict[str, Any]:
@@ -264,10 +296,13 @@ def report(results: dict[str, Any]) -> str:
             f"  per send task (claim, send, outcome, any open left?): {ops(h['per_send_task'])}",
             f"  per delivery including fan-out, tick and finish:      {ops(h['per_delivery_including_fan_out'])}",
             f"  SendGrid events per delivery (3 events, batches of {EVENT_BATCH}): {ops(h['events_per_delivery'])}",
-            "  USD per 1,000 deliveries:",
+            "  USD per 1,000 deliveries, Firestore:",
             f"    send path: {usd(cost['send_path'])}",
             f"    events:    {usd(cost['events'])}",
             f"    total:     {usd(cost['total'])}",
+            f"  with Cloud Tasks and Cloud Run requests ({h['requests']}):",
+            f"    send path: {usd(h['usd_per_1000_deliveries_all_in']['send_path'])}",
+            f"    total:     {usd(h['usd_per_1000_deliveries_all_in']['total'])}",
             f"  floor (core calls only), per delivery: {ops(results['core']['per_delivery'])}",
         ]
     )

@@ -269,10 +269,11 @@ class SQLiteStore:
             row = self._conn().execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
             if row is None:
                 return None
-            updated = change(model.model_validate_json(row[0]))
+            current = model.model_validate_json(row[0])
+            updated = change(current)
             if updated is None:  # refused on a committed state: as the locked read would at that instant
                 return None
-            cols = {**columns(updated), "doc": updated.model_dump_json()}
+            cols = self._changed(columns, current, updated)
             with self._write() as conn:
                 if self._update(conn, table, record_id, cols, expected=row[0]):
                     return updated
@@ -280,11 +281,20 @@ class SQLiteStore:
             row = conn.execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
             if row is None:
                 return None
-            updated = change(model.model_validate_json(row[0]))
+            current = model.model_validate_json(row[0])
+            updated = change(current)
             if updated is None:
                 return None
-            self._update(conn, table, record_id, {**columns(updated), "doc": updated.model_dump_json()})
+            self._update(conn, table, record_id, self._changed(columns, current, updated))
             return updated
+
+    @staticmethod
+    def _changed(columns: Callable[[R], dict[str, Any]], current: R, updated: R) -> dict[str, Any]:
+        """The document and only the indexed columns whose value changed: SQLite rewrites
+        every index on a column an UPDATE sets, changed or not, and each rewritten index
+        adds pages to the commit (a claim sets the status alone, not the token or message id)."""
+        before = columns(current)
+        return {**{k: v for k, v in columns(updated).items() if before.get(k) != v}, "doc": updated.model_dump_json()}
 
     @staticmethod
     def _update(

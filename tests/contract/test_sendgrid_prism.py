@@ -25,11 +25,12 @@ ONE_CLICK = "<https://herald.example.com/u/3f9a0c>, <mailto:unsubscribe@herald.e
 IDS = {"delivery_id": "dlv_5b1e", "run_id": "run_77a0", "report_id": "board-pack"}
 
 
-class RecordingPool(urllib3.PoolManager):
+class RecordingPool(urllib3.HTTPConnectionPool):
     """Keeps Prism's answers: the violations header is the point of the test."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, url: str) -> None:
+        parsed = urllib3.util.parse_url(url)
+        super().__init__(parsed.host, parsed.port)
         self.answers: list[urllib3.BaseHTTPResponse] = []
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> urllib3.BaseHTTPResponse:
@@ -81,7 +82,7 @@ def test_message_shape_satisfies_sendgrid_spec(prism_url: str, shape: str) -> No
     config_changes, message_changes = SHAPES[shape]
     config = replace(BASE_CONFIG, host=prism_url, **config_changes)
     message = replace(BASE_MESSAGE, **message_changes)
-    pool = RecordingPool()
+    pool = RecordingPool(prism_url)
 
     SendGridMailer(config, pool=pool).send(message)  # a 4xx from Prism raises DeliveryError: fails
 

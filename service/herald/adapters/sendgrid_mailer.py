@@ -158,7 +158,7 @@ class SendGridMailer:
         config: SendGridConfig,
         *,
         clock: Clock | None = None,
-        pool: urllib3.PoolManager | urllib3.HTTPConnectionPool | None = None,
+        pool: urllib3.HTTPConnectionPool | None = None,
     ) -> None:
         if not config.api_key:
             raise ValueError("SendGridMailer needs an API key (an empty key means the outbox)")
@@ -169,13 +169,10 @@ class SendGridMailer:
         self.headers = {**api.client.request_headers, "Content-Type": "application/json"}
         self.timeout = urllib3.Timeout(connect=config.timeout_seconds, read=config.timeout_seconds)
         # One host, so one connection pool: a PoolManager would parse the URL and look the
-        # pool up again on every send (~5% of a send's CPU, bench/end_to_end.py).
+        # pool up again on every send (~5% of a worker's GIL time under py-spy).
         tls = {"ca_certs": certifi.where()} if self.url.startswith("https:") else {}
         self._pool = pool or urllib3.connection_from_url(self.url, maxsize=config.pool_size, block=False, **tls)
-        # A connection pool takes the path; a PoolManager (tests record through one) the URL.
-        self._target = (
-            self.url if isinstance(self._pool, urllib3.PoolManager) else urllib3.util.parse_url(self.url).request_uri
-        )
+        self._path = urllib3.util.parse_url(self.url).request_uri  # a connection pool takes the path
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> SendGridMailer:
@@ -188,13 +185,7 @@ class SendGridMailer:
             raise DeliveryError(f"SendGrid message could not be built: {exc}", permanent=True) from exc
         try:
             response = self._pool.request(
-                "POST",
-                self._target,
-                body=body,
-                headers=self.headers,
-                timeout=self.timeout,
-                retries=False,
-                redirect=False,
+                "POST", self._path, body=body, headers=self.headers, timeout=self.timeout, retries=False, redirect=False
             )
         except urllib3.exceptions.HTTPError as exc:
             raise classify_exception(exc) from exc
@@ -205,10 +196,7 @@ class SendGridMailer:
         raise classify_response(response.status, response.headers, text, self.clock.now().timestamp())
 
     def close(self) -> None:
-        if isinstance(self._pool, urllib3.PoolManager):
-            self._pool.clear()
-        else:
-            self._pool.close()
+        self._pool.close()
 
 
 def classify_response(status: int, headers: Any, text: str, now: float) -> DeliveryError:

@@ -294,7 +294,7 @@ class SQLiteStore:
         every index on a column an UPDATE sets, changed or not, and each rewritten index
         adds pages to the commit (a claim sets the status alone, not the token or message id)."""
         before = columns(current)
-        return {**{k: v for k, v in columns(updated).items() if before.get(k) != v}, "doc": updated.model_dump_json()}
+        return {**{k: v for k, v in columns(updated).items() if before[k] != v}, "doc": updated.model_dump_json()}
 
     @staticmethod
     def _update(

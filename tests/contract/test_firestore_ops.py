@@ -45,18 +45,25 @@ def fold(d: Delivery, events: list[Any]) -> dict[str, Any]:
     return {"events": {**d.events, "seen": [*d.events.get("seen", []), *events]}}
 
 
-def test_a_send_task_costs_two_reads_and_two_writes(stores):
+def test_a_send_task_costs_two_writes_and_no_read_and_a_fan_out_one_write_per_page(stores, firestore_client):
     a, _ = stores
-    a.create_deliveries([make_delivery("d1"), make_delivery("d2", recipient="b@example.com")])
-    ops(a)
-    assert a.claim_delivery("d1", NOW, NOW + LEASE) is not None
-    assert ops(a) == {"reads": 1, "writes": 1}
-    sent = a.transition_delivery("d1", [SENDING], SENT, provider_message_id="m1", lease_until=None)
+    fanned = [make_delivery(f"d{i:03d}", recipient=f"u{i}@example.com") for i in range(600)]
+    assert a.create_deliveries(fanned) == 600
+    assert ops(a) == {"reads": 1, "writes": 2}  # the run's pages (none yet), then 2 pages of 500 and 100
+    assert firestore_client.collection("report_delivery_log").document("d000").get().exists is False
+    claimed = a.claim_delivery("d000", NOW, NOW + LEASE, seed=fanned[0])
+    assert claimed is not None and claimed.status == SENDING and claimed.attempts == 1
+    assert ops(a) == {"writes": 1}  # the claim creates the document from its task's seed
+    sent = a.transition_delivery("d000", [SENDING], SENT, provider_message_id="m1", lease_until=None)
     assert sent is not None and sent.status == SENT
     assert ops(a) == {"writes": 1}  # the outcome decides on the copy of the claim: 0 reads
+    assert a.get_delivery("d000") == sent
+    # A send task without its seed (the reconciler's) finds the delivery in its page.
+    ops(a)
+    assert a.claim_delivery("d001", NOW, NOW + LEASE).attempts == 1
+    assert ops(a) == {"reads": 3, "writes": 2}  # no document, its page, the document created; the claim
     assert a.has_open_deliveries("r1") is True
-    assert ops(a) == {"reads": 1}
-    assert a.get_delivery("d1") == sent
+    assert a.delivery_counts("r1") == {"sending": 1, "sent": 1, "queued": 598}
 
 
 def test_racing_claims_from_two_clients_have_exactly_one_winner_with_or_without_a_copy(stores):
@@ -180,7 +187,10 @@ def test_an_aborted_write_is_decided_again_not_raised(stores, monkeypatch):
 def test_events_cost_one_read_and_one_write_per_delivery_and_a_replay_applies_nothing(stores):
     a, b = stores
     ids = [f"d{i}" for i in range(5)]
-    a.create_deliveries([make_delivery(i, recipient=f"{i}@example.com") for i in ids])
+    fanned = [make_delivery(i, recipient=f"{i}@example.com") for i in ids]
+    a.create_deliveries(fanned)
+    for d in fanned:  # events follow a send, which claimed the delivery
+        a.claim_delivery(d.id, NOW, NOW + LEASE, seed=d)
     batch = {i: [(f"{i}-processed", "processed"), (f"{i}-delivered", "delivered"), (f"{i}-open", "open")] for i in ids}
     ops(b)
     out = b.apply_delivery_events("sendgrid", batch, NOW, fold)
@@ -195,6 +205,7 @@ def test_events_cost_one_read_and_one_write_per_delivery_and_a_replay_applies_no
 def test_deliveries_stored_before_inline_ids_keep_the_inbound_events_documents(stores, firestore_client):
     a, _ = stores
     a.create_deliveries([make_delivery("old")])
+    a.claim_delivery("old", NOW, NOW + LEASE)
     old = firestore_client.collection("report_delivery_log").document("old")
     old.update({SEEN_EVENTS_FIELD: firestore.DELETE_FIELD})
     ops(a)

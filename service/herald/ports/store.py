@@ -58,6 +58,12 @@ def pages(fetch: Callable[[str | None], Page]) -> Iterator[list[Any]]:
 
 
 class Store(Protocol):
+    # True when ``create_deliveries`` only lists queued deliveries (Firestore's pages) and
+    # a delivery's own record is made by its first claim or change: its send task then
+    # carries the delivery as ``seed``, and the run's finish is polled, because finding
+    # that none is open costs more than one read (services/runs.py).
+    deferred_deliveries: bool
+
     # Reports -----------------------------------------------------------------
     def save_report(self, definition: ReportDefinition, next_fire_at: datetime | None) -> None: ...
     def get_report(self, report_id: str) -> StoredReport | None: ...
@@ -103,8 +109,14 @@ class Store(Protocol):
         ...
 
     def get_delivery(self, delivery_id: str) -> Delivery | None: ...
-    def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+    def claim_delivery(
+        self, delivery_id: str, now: datetime, lease_until: datetime, seed: Delivery | None = None
+    ) -> Delivery | None:
         """Take a delivery for sending: queued/retrying (when due) or sending with an expired lease.
+
+        ``seed``: the delivery as the fan-out created it, carried by its first send task; a
+        store with ``deferred_deliveries`` creates the record from it (no read). Ignored
+        otherwise, and whenever the record exists already.
 
         Due: ``next_attempt_at`` is None or <= ``now``; expired: ``lease_until`` is None or
         <= ``now``. The claim sets status sending, ``lease_until`` and ``updated_at = now``

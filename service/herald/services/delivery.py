@@ -30,9 +30,10 @@ def link_for(c: Container, delivery: Delivery) -> str:
     return f"{c.settings.public_url}/l/{delivery.link_token}"
 
 
-def send_delivery(c: Container, delivery_id: str) -> SendOutcome:
+def send_delivery(c: Container, delivery_id: str, seed: Delivery | None = None) -> SendOutcome:
+    """``seed``: the delivery as fanned out, carried by its first task (store.deferred_deliveries)."""
     now = c.clock.now()
-    delivery = c.store.claim_delivery(delivery_id, now, now + c.lease)
+    delivery = c.store.claim_delivery(delivery_id, now, now + c.lease, seed)
     if delivery is None:
         return _not_claimed(c, delivery_id)
     if _lost_attempt(delivery):
@@ -191,6 +192,8 @@ def _fail(
 def _maybe_finish(c: Container, run_id: str) -> None:
     # Every delivery writes its final state before looking, so the last one always sees none open.
     # Called inside the unit of work of that final write: the run's finish is never left unqueued.
+    if c.store.deferred_deliveries:
+        return  # the run's finish task polls instead (services/runs.py): looking costs reads per delivery
     with c.atomic():
         if not c.store.has_open_deliveries(run_id):
             c.queue.enqueue(finish_run_task(run_id))

@@ -23,11 +23,15 @@ from herald.ports.heartbeat import HeartbeatState
 from herald.ports.sources import RenderRequest
 from herald.ports.store import pages
 from herald.services import alerts, dependencies, events, on_time, watchdog
-from herald.services.tasks import execute_run_task, finish_run_task, send_task
+from herald.services.tasks import execute_run_task, finish_poll_delay, finish_poll_task, finish_run_task, send_task
 
 log = logging.getLogger(__name__)
 
 FANOUT_PAGE = 1000
+# A store with deferred deliveries (Firestore) cannot tell cheaply after each delivery that
+# none is open, so the finish task looks again: after 2 s, 4 s, 8 s … at most every minute.
+FINISH_POLL_FIRST_SECONDS = 2.0
+FINISH_POLL_MOST_SECONDS = 60.0
 
 
 class UnknownReport(LookupError):
@@ -407,7 +411,7 @@ def fan_out(c: Container, report: ReportDefinition, run: Run) -> int:
         with c.atomic():
             new = c.store.create_deliveries(page)
             if new == len(page):  # all new: no need to read them back
-                queued += c.queue.enqueue_many([send_task(d.id, 0) for d in page if d.status == DeliveryStatus.QUEUED])
+                queued += c.queue.enqueue_many([_first_send(c, d) for d in page if d.status == DeliveryStatus.QUEUED])
             else:
                 redelivered = True
         created += new
@@ -416,7 +420,19 @@ def fan_out(c: Container, report: ReportDefinition, run: Run) -> int:
     log.info("fan-out", extra={"run_id": run.id, "deliveries": len(targets), "new": created, "tasks": queued})
     if not c.store.has_open_deliveries(run.id):
         c.queue.enqueue(finish_run_task(run.id))
+    elif c.store.deferred_deliveries:
+        _poll_finish(c, run.id, 0)
     return created
+
+
+def _first_send(c: Container, d: Delivery) -> Any:
+    # A store that makes the delivery's record at its first claim gets it from the task.
+    return send_task(d.id, 0, seed=d if c.store.deferred_deliveries else None)
+
+
+def _poll_finish(c: Container, run_id: str, polls: int) -> None:
+    delay = finish_poll_delay(polls, FINISH_POLL_FIRST_SECONDS, FINISH_POLL_MOST_SECONDS)
+    c.queue.enqueue(finish_poll_task(run_id, polls, c.clock.now() + delay))
 
 
 def _requeue_waiting(c: Container, run_id: str) -> int:
@@ -425,21 +441,24 @@ def _requeue_waiting(c: Container, run_id: str) -> int:
             run_id=run_id, status=DeliveryStatus.QUEUED, limit=FANOUT_PAGE, cursor=cursor
         )
     )
-    return sum(c.queue.enqueue_many([send_task(d.id, 0) for d in items]) for items in waiting)
+    return sum(c.queue.enqueue_many([_first_send(c, d) for d in items]) for items in waiting)
 
 
 # The finish task ----------------------------------------------------------------------
-def finish_run(c: Container, run_id: str) -> StepOutcome:
-    """Settle a run once no delivery is open; alert and ping exactly once (notifications)."""
-    return _run_step(c, run_id, c.lease, _finish)
+def finish_run(c: Container, run_id: str, polls: int = 0) -> StepOutcome:
+    """Settle a run once no delivery is open; alert and ping exactly once (notifications).
+    ``polls``: how many times a poll chain looked already (stores with deferred deliveries)."""
+    return _run_step(c, run_id, c.lease, lambda c, run: _finish(c, run, polls))
 
 
-def _finish(c: Container, run: Run) -> Run:
+def _finish(c: Container, run: Run, polls: int = 0) -> Run:
     run_id = run.id
     counts: dict[str, int] = {}
     settled_here = run.status == RunStatus.FAILED and bool(run.error)  # failed before delivery (render)
     if run.status == RunStatus.DELIVERING:
         if c.store.has_open_deliveries(run_id):
+            if c.store.deferred_deliveries:  # nobody else looks: look again later
+                _poll_finish(c, run_id, polls + 1)
             return run
         counts = c.store.delivery_counts(run_id)
         failed = sum(n for s, n in counts.items() if s in DELIVERY_NOT_DELIVERED)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from herald.domain.ids import task_name
+from herald.domain.records import Delivery
 from herald.ports.queue import Task
 
 EXECUTE_RUN = "/tasks/runs/execute"
@@ -26,9 +28,25 @@ def finish_run_task(run_id: str) -> Task:
     return Task(task_name("finish", run_id), FINISH_RUN, {"run_id": run_id})
 
 
-def send_task(delivery_id: str, attempt: int, eta: datetime | None = None) -> Task:
-    """Attempt N+1 of a delivery; the name is unique per attempt so retries are new tasks."""
-    return Task(task_name("send", delivery_id, attempt), SEND_DELIVERY, {"delivery_id": delivery_id}, eta)
+def finish_poll_task(run_id: str, polls: int, eta: datetime) -> Task:
+    """Look again whether a run is done (stores with deferred deliveries, services/runs.py).
+    One name per run and second of its eta: chains that meet merge, none reuses a name."""
+    name = task_name("finish-poll", run_id, int(eta.timestamp()))
+    return Task(name, FINISH_RUN, {"run_id": run_id, "polls": polls}, eta)
+
+
+def finish_poll_delay(polls: int, first: float, most: float) -> timedelta:
+    """2 s, 4 s, 8 s … up to ``most``: a short run settles at once, a long one costs few looks."""
+    return timedelta(seconds=min(most, first * 2 ** min(polls, 30)))
+
+
+def send_task(delivery_id: str, attempt: int, eta: datetime | None = None, seed: Delivery | None = None) -> Task:
+    """Attempt N+1 of a delivery; the name is unique per attempt so retries are new tasks.
+    ``seed``: the delivery as fanned out, for a store that makes its record at the first claim."""
+    payload: dict[str, Any] = {"delivery_id": delivery_id}
+    if seed is not None:
+        payload["seed"] = seed.model_dump(mode="json")
+    return Task(task_name("send", delivery_id, attempt), SEND_DELIVERY, payload, eta)
 
 
 def notify_task(alert_id: str, channel: str, attempt: int, eta: datetime | None = None) -> Task:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from herald.domain.records import Delivery
 from herald.ports.container import Container
 from herald.services import delivery, notifications, runs, scheduling, watchdog
 from herald.web.auth import container, internal
@@ -31,9 +32,14 @@ class RunTask(BaseModel):
     run_id: str = _ID
 
 
+class FinishTask(RunTask):
+    polls: int = Field(0, ge=0, le=100_000)  # how many times this run's finish looked already
+
+
 class DeliveryTask(BaseModel):
     model_config = ConfigDict(extra="ignore")
     delivery_id: str = _ID
+    seed: Delivery | None = None  # the delivery as fanned out (stores with deferred deliveries)
 
 
 class NotificationTask(BaseModel):
@@ -55,10 +61,13 @@ def _not_now(body: dict[str, Any], retry_after: float) -> Any:
 
 def _run_step(step: Callable[[Container, str], runs.StepOutcome]) -> Any:
     task = _body(RunTask)
-    outcome = step(container(), task.run_id)
+    return _step_answer(task.run_id, step(container(), task.run_id))
+
+
+def _step_answer(run_id: str, outcome: runs.StepOutcome) -> Any:
     run = outcome.run
     if run is None:
-        return error(404, "no such run", run_id=task.run_id)
+        return error(404, "no such run", run_id=run_id)
     body = {"run_id": run.id, "status": str(run.status)}
     if outcome.retry_after is not None:  # another worker holds this run's step: not an error
         return _not_now({**body, "claimed": True}, outcome.retry_after)
@@ -74,14 +83,16 @@ def execute_run() -> Any:
 @bp.post("/tasks/runs/finish")
 @internal
 def finish_run() -> Any:
-    return _run_step(runs.finish_run)
+    task = _body(FinishTask)
+    return _step_answer(task.run_id, runs.finish_run(container(), task.run_id, task.polls))
 
 
 @bp.post("/tasks/deliveries/send")
 @internal
 def send_delivery() -> Any:
     task = _body(DeliveryTask)
-    outcome = delivery.send_delivery(container(), task.delivery_id)
+    seed = task.seed if task.seed is not None and task.seed.id == task.delivery_id else None
+    outcome = delivery.send_delivery(container(), task.delivery_id, seed)
     if outcome.status == "unknown":
         return error(404, "no such delivery", delivery_id=task.delivery_id)
     if outcome.retry_after is not None:

@@ -29,6 +29,7 @@ COLLECTIONS = {
     "alerts",
     "notices",
     "inbound_events",
+    "delivery_pages",
 }
 NOW = datetime(2026, 11, 2, 7, tzinfo=UTC)
 # Fields only the Firestore documents carry (besides the records' own fields).
@@ -41,6 +42,19 @@ ADAPTER_FIELDS = {
     "inbound_events": {"kind", "event_id", "created_at", "expire_at"},
     "job_status": {"job", "period", "record_json"},
     "suppressions": {"recipient", "scope", "reason", "created_at"},
+    "delivery_pages": {
+        "run_id",
+        "report_id",
+        "created_at",
+        "n",
+        "first_id",
+        "last_id",
+        "ids",
+        "link_tokens",
+        "settled",
+        "entries",
+        "expire_at",
+    },
 }
 EQUALITY = {"EQUAL", "IN"}
 
@@ -61,7 +75,10 @@ def test_index_file_names_known_collections_and_fields():
     for override in spec["fieldOverrides"]:
         assert override["fieldPath"] in ADAPTER_FIELDS[override["collectionGroup"]]
     ttl = {(o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if o.get("ttl")}
-    assert ttl == {(c, "expire_at") for c in ("inbound_events", "runs", "report_delivery_log", "alerts", "notices")}
+    assert ttl == {
+        (c, "expire_at")
+        for c in ("inbound_events", "runs", "report_delivery_log", "alerts", "notices", "delivery_pages")
+    }
 
 
 def _shape(query) -> tuple[str, list[str], list[tuple[str, str]]]:
@@ -122,6 +139,22 @@ def test_every_query_the_store_runs_has_an_index(firestore_client, monkeypatch):
     ):
         store.list_deliveries(**filters, cursor=f"{NOW.isoformat()}|x")
     store.has_open_deliveries("r")
+    store.create_deliveries(
+        [
+            Delivery(
+                id="d",
+                run_id="r",
+                report_id="b",
+                channel="email",
+                recipient="a@example.com",
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        ]
+    )
+    store.get_delivery("waiting")  # looked for in the pages
+    store.claim_delivery("d", NOW, NOW)  # the document made from its page entry
+    store.delivery_counts("r")
     store.list_alerts()
     store.list_alerts(report_id="b")
     store.list_suppressions()

@@ -29,13 +29,16 @@ def test_documents_use_deterministic_ids_timestamps_and_ttl_fields(firestore_cli
     store.create_run(Run(id="r1", report_id="board-pack", trigger="manual", created_at=NOW, updated_at=NOW))
     store.create_deliveries([delivery(1)])
     store.remember_events("sendgrid", ["sg-1"], NOW)
+    [page] = firestore_client.collection("delivery_pages").get()
+    assert page.to_dict()["ids"] == ["d0001"] and page.to_dict()["expire_at"] == NOW + timedelta(days=90)
+    store.claim_delivery("d0001", NOW, NOW + timedelta(minutes=2), seed=delivery(1))  # creates its document
 
     run_doc = firestore_client.collection("runs").document("r1").get().to_dict()
     assert isinstance(run_doc["created_at"], datetime)  # a Firestore timestamp, so range queries work
     assert run_doc["expire_at"] == NOW + timedelta(days=90)
     delivery_doc = firestore_client.collection("report_delivery_log").document("d0001").get().to_dict()
     assert delivery_doc["recipient_lc"] == "user1@example.com"
-    assert delivery_doc["status"] == "queued"
+    assert delivery_doc["status"] == "sending"
     assert delivery_doc["expire_at"] == NOW + timedelta(days=90)
     event = firestore_client.collection("inbound_events").document(key("sendgrid", "sg-1")).get().to_dict()
     assert event["expire_at"] == NOW + timedelta(days=30)
@@ -56,7 +59,7 @@ def test_prefix_keeps_stores_apart(firestore_client):
 
 
 def test_operation_counts(firestore_client):
-    store = FirestoreStore(firestore_client)
+    store = FirestoreStore(firestore_client, deferred_deliveries=False)  # a document per delivery at once
     assert store.create_deliveries([delivery(i) for i in range(600)]) == 600
     assert store.op_counts.as_dict() == {"reads": 0, "writes": 600, "deletes": 0, "conflicts": 0, "queries": 0}
 

@@ -163,6 +163,8 @@ def _cursor(*parts: str) -> str:
 
 
 class SQLiteStore:
+    deferred_deliveries = False  # a delivery's row is written by the fan-out (the port's Store doc)
+
     def __init__(self, db: Path | SQLiteFile) -> None:
         """``db`` is a path, or the SQLiteFile the embedded queue shares (one transaction for both)."""
         self._db = db if isinstance(db, SQLiteFile) else SQLiteFile(Path(db))
@@ -412,7 +414,9 @@ class SQLiteStore:
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         return self._get("report_delivery_log", Delivery, delivery_id)
 
-    def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+    def claim_delivery(
+        self, delivery_id: str, now: datetime, lease_until: datetime, seed: Delivery | None = None
+    ) -> Delivery | None:
         def change(d: Delivery) -> Delivery | None:
             if d.status not in DELIVERY_CLAIMABLE:
                 return None

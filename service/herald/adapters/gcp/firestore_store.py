@@ -57,6 +57,7 @@ from herald.adapters.gcp.firestore_docs import (
     parse_cursor,
     to_doc,
 )
+from herald.adapters.gcp.firestore_pages import PAGES, DeliveryPages, Key, key_of
 from herald.domain.ids import notification_collection
 from herald.domain.records import Alert, Delivery, Run
 from herald.domain.reports import ReportDefinition
@@ -95,6 +96,7 @@ UNHEARD = (
 )
 # Errors that say the write was not applied: decide again on a fresh read.
 NOT_APPLIED = (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted)
+DELIVERIES = "report_delivery_log"
 WRITE_IDS_FIELD = "write_ids"  # the last WRITE_IDS_KEPT write tokens (not a record field)
 WRITE_IDS_KEPT = 8  # another writer's tokens push ours out only after this many writes
 TRANSIENT_BUDGET_SECONDS = 30.0  # how long unheard writes are retried before the error is raised
@@ -110,8 +112,12 @@ class FirestoreStore:
         history_retention: timedelta | None = timedelta(days=400),
         pool_size: int = 16,
         written_cache_size: int = WRITTEN_CACHE_SIZE,
+        deferred_deliveries: bool = True,
     ) -> None:
         self._client = client
+        # Deliveries wait in pages until their first claim (firestore_pages.py); the run's
+        # finish is then polled (services/runs.py), not looked for after every delivery.
+        self.deferred_deliveries = deferred_deliveries
         self._prefix = prefix
         self._event_retention = event_retention
         self._history_retention = history_retention
@@ -121,6 +127,14 @@ class FirestoreStore:
         self._written: OrderedDict[tuple[str, str], tuple[datetime, BaseModel, list[str]]] = OrderedDict()
         self._written_size = written_cache_size
         self._written_lock = threading.Lock()
+        self._pages = DeliveryPages(
+            client,
+            lambda: self._col(PAGES),
+            lambda: self._col(DELIVERIES),
+            self.op_counts,
+            self._expire,
+            lambda query: self._query(query),
+        )
 
     # Plumbing ------------------------------------------------------------------------
     def _col(self, name: str) -> firestore.CollectionReference:
@@ -208,12 +222,15 @@ class FirestoreStore:
         new_time: datetime = result.update_time
         return new_time
 
-    def _mutate(self, collection: str, model: type[R], doc_id: str, change: Change[R]) -> R | None:
+    def _mutate(
+        self, collection: str, model: type[R], doc_id: str, change: Change[R], unheard: set[str] | None = None
+    ) -> R | None:
         """Let ``change`` decide (None = refuse) on the current document and write what it
-        decided only if the document is still the one it decided on (see the module doc)."""
+        decided only if the document is still the one it decided on (see the module doc).
+        ``unheard``: tokens of the caller's writes whose outcome it did not hear."""
         ref = self._col(collection).document(doc_id)
         slot = (collection, doc_id)
-        unheard: set[str] = set()  # tokens of writes sent whose outcome was not heard
+        unheard = set(unheard or ())  # tokens of writes sent whose outcome was not heard
         last_unheard: Exception | None = None
         deadline = time.monotonic() + TRANSIENT_BUDGET_SECONDS
         remembered = self._remembered(slot, model)
@@ -236,11 +253,15 @@ class FirestoreStore:
             self._forget(slot)  # changed since (an event webhook, another worker), or refused
 
         attempt = 0
+        materialized = False
         while True:
             snapshot = ref.get()
             self.op_counts.add(reads=1)
             if not snapshot.exists:
                 self._forget(slot)
+                if collection == DELIVERIES and not materialized and self._materialize(doc_id):
+                    materialized = True  # a delivery waiting in its page: decide on its document now
+                    continue
                 return None
             data = snapshot.to_dict() or {}
             record = from_doc(model, data)
@@ -358,15 +379,21 @@ class FirestoreStore:
     def mutate_run(self, run_id: str, change: RunChange) -> Run | None:
         return self._mutate("runs", Run, run_id, self._deciding(change))
 
-    def _page(self, query: firestore.Query, model: type[R], limit: int, cursor: str | None, descending: bool) -> Page:
+    def _window(
+        self, query: firestore.Query, model: type[R], limit: int, cursor: str | None, descending: bool
+    ) -> list[R]:
+        """Up to ``limit`` records after ``cursor``, in (created_at, id) order."""
         direction = firestore.Query.DESCENDING if descending else firestore.Query.ASCENDING
         query = query.order_by("created_at", direction=direction).order_by(NAME, direction=direction)
         if cursor:
             created_at, doc_id = parse_cursor(cursor)
             query = query.start_after({"created_at": encode(created_at), "__name__": doc_id})
-        snapshots = self._query(query.limit(limit + 1))
-        items = [from_doc(model, s.to_dict() or {}) for s in snapshots[:limit]]
-        more = len(snapshots) > limit
+        return [from_doc(model, s.to_dict() or {}) for s in self._query(query.limit(limit))]
+
+    def _page(self, query: firestore.Query, model: type[R], limit: int, cursor: str | None, descending: bool) -> Page:
+        fetched = self._window(query, model, limit + 1, cursor, descending)
+        items = fetched[:limit]
+        more = len(fetched) > limit
         return Page(items, make_cursor(items[-1].created_at, items[-1].id) if more else None)  # type: ignore[attr-defined]
 
     def list_runs(
@@ -394,12 +421,37 @@ class FirestoreStore:
 
     def create_deliveries(self, deliveries: Sequence[Delivery]) -> int:
         unique = list({d.id: d for d in deliveries}.values())
-        chunks = [unique[i : i + BATCH_LIMIT] for i in range(0, len(unique), BATCH_LIMIT)]
+        if not self.deferred_deliveries:
+            return self._create_documents(unique)
+        by_run: dict[str, list[Delivery]] = {}
+        for d in unique:
+            by_run.setdefault(d.run_id, []).append(d)
+        created = 0
+        for run_id, items in by_run.items():
+            listed = self._pages.paged_ids(run_id)
+            fresh = [d for d in items if d.id not in listed]
+            # A delivery that waits for no send (suppressed) gets its document now, before the
+            # page lists it: an entry without a document is then always a queued one.
+            self._create_documents([d for d in fresh if d.status != DeliveryStatus.QUEUED])
+            pages = self._pages.page_docs(run_id, fresh)
+            created += sum(self._parallel(lambda page: int(page[1]["n"]) if self._create(*page) else 0, pages))
+        return created
+
+    def _create_documents(self, deliveries: list[Delivery]) -> int:
+        chunks = [deliveries[i : i + BATCH_LIMIT] for i in range(0, len(deliveries), BATCH_LIMIT)]
         return sum(self._parallel(self._create_chunk, chunks))
+
+    def _materialize(self, delivery_id: str) -> bool:
+        """Create the document of a delivery waiting in its page; False if no page lists it."""
+        waiting = self._pages.find(delivery_id)
+        if waiting is None:
+            return False
+        self._create(self._col(DELIVERIES).document(delivery_id), self._delivery_doc(waiting))
+        return True  # created here, or by a concurrent claim: either way it exists now
 
     def _create_chunk(self, chunk: list[Delivery]) -> int:
         """One atomic batch of creates; if any exists, keep only the missing and retry."""
-        col = self._col("report_delivery_log")
+        col = self._col(DELIVERIES)
         pending = chunk
         for _ in range(3):
             batch = self._client.batch()
@@ -421,10 +473,39 @@ class FirestoreStore:
         return sum(self._create(col.document(d.id), self._delivery_doc(d)) for d in pending)
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
-        data = self._get(self._col("report_delivery_log").document(delivery_id))
-        return from_doc(Delivery, data) if data else None
+        data = self._get(self._col(DELIVERIES).document(delivery_id))
+        if data:
+            return from_doc(Delivery, data)
+        return self._pages.find(delivery_id) if self.deferred_deliveries else None
 
-    def claim_delivery(self, delivery_id: str, now: datetime, lease_until: datetime) -> Delivery | None:
+    def claim_delivery(
+        self, delivery_id: str, now: datetime, lease_until: datetime, seed: Delivery | None = None
+    ) -> Delivery | None:
+        unheard: set[str] = set()
+        if (
+            self.deferred_deliveries
+            and seed is not None
+            and seed.id == delivery_id
+            and seed.status == DeliveryStatus.QUEUED
+        ):
+            # The first claim creates the document from the page entry its task carries:
+            # 1 write, 0 reads. Exists already (a redelivered task, a concurrent claim, an
+            # event or resend since): decide on the document like any other claim.
+            update = {"status": DeliveryStatus.SENDING, "attempts": seed.attempts + 1, "lease_until": lease_until}
+            claimed = seed.model_copy(update={**update, "updated_at": now})
+            token = uuid.uuid4().hex
+            ref = self._col(DELIVERIES).document(delivery_id)
+            try:
+                result = ref.create({**self._delivery_doc(claimed), WRITE_IDS_FIELD: [token]}, retry=None)
+            except gexc.AlreadyExists:
+                self.op_counts.add(conflicts=1)
+            except UNHEARD:
+                unheard.add(token)  # did it land? _mutate's read tells, by the token
+            else:
+                self.op_counts.add(writes=1)
+                self._remember((DELIVERIES, delivery_id), result.update_time, Delivery, claimed, [token])
+                return claimed
+
         def change(d: Delivery) -> tuple[Delivery, set[str]] | None:
             if d.status not in DELIVERY_CLAIMABLE:
                 return None
@@ -440,19 +521,17 @@ class FirestoreStore:
             }
             return d.model_copy(update=update), set(update)
 
-        return self._mutate("report_delivery_log", Delivery, delivery_id, change)
+        return self._mutate(DELIVERIES, Delivery, delivery_id, change, unheard)
 
     def transition_delivery(
         self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
     ) -> Delivery | None:
         allowed = delivery_sources(from_statuses, to)
         update = self._updating(fields, status=to)
-        return self._mutate(
-            "report_delivery_log", Delivery, delivery_id, lambda d: update(d) if d.status in allowed else None
-        )
+        return self._mutate(DELIVERIES, Delivery, delivery_id, lambda d: update(d) if d.status in allowed else None)
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None:
-        return self._mutate("report_delivery_log", Delivery, delivery_id, self._updating(fields))
+        return self._mutate(DELIVERIES, Delivery, delivery_id, self._updating(fields))
 
     @staticmethod
     def _deciding(change: Callable[[R], dict[str, Any] | None]) -> Change[R]:
@@ -465,7 +544,7 @@ class FirestoreStore:
         return decide
 
     def mutate_delivery(self, delivery_id: str, change: DeliveryChange) -> Delivery | None:
-        return self._mutate("report_delivery_log", Delivery, delivery_id, self._deciding(change))
+        return self._mutate(DELIVERIES, Delivery, delivery_id, self._deciding(change))
 
     def apply_delivery_events(
         self, kind: str, events: Mapping[str, Sequence[tuple[str, Any]]], now: datetime, fold: EventsFold
@@ -480,7 +559,7 @@ class FirestoreStore:
 
         def apply(item: tuple[str, Sequence[tuple[str, Any]]]) -> tuple[str, tuple[Delivery, list[str]] | None]:
             delivery_id, pairs = item
-            ref = self._col("report_delivery_log").document(delivery_id)
+            ref = self._col(DELIVERIES).document(delivery_id)
             unique = list(dict.fromkeys(event_id for event_id, _ in pairs))
             seen_refs = {eid: self._col("inbound_events").document(key(kind, eid)) for eid in unique}
 
@@ -529,9 +608,12 @@ class FirestoreStore:
 
             # Writes are counted once the commit went through, not per run of the body.
             result, writes = firestore.transactional(body)(self._client.transaction())
+            if result is None and self.deferred_deliveries and self._materialize(delivery_id):
+                # Still waiting in its page (a provider event before our own claim was heard of).
+                result, writes = firestore.transactional(body)(self._client.transaction())
             self.op_counts.add(writes=writes)
             if writes:
-                self._forget(("report_delivery_log", delivery_id))  # a copy from _mutate is stale now
+                self._forget((DELIVERIES, delivery_id))  # a copy from _mutate is stale now
             return delivery_id, result
 
         results = self._parallel(apply, list(events.items()))
@@ -546,7 +628,7 @@ class FirestoreStore:
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
-        query: firestore.Query = self._col("report_delivery_log")  # type: ignore[assignment]
+        query: firestore.Query = self._col(DELIVERIES)  # type: ignore[assignment]
         filters = (
             ("run_id", run_id),
             ("report_id", report_id),
@@ -556,14 +638,39 @@ class FirestoreStore:
         for field, value in filters:
             if value is not None:
                 query = query.where(filter=FieldFilter(field, "==", value))
-        return self._page(query, Delivery, limit, cursor, descending=False)
+        if not self.deferred_deliveries or status not in (None, DeliveryStatus.QUEUED):
+            return self._page(query, Delivery, limit, cursor, descending=False)
+        # Documents and the queued deliveries still waiting in pages, merged in key order.
+        # The documents' window bounds the merge: past its last key (when it is full) a
+        # page entry may have a document the window did not reach, so the page stops there.
+        after: Key | None = parse_cursor(cursor) if cursor else None
+        fetched = self._window(query, Delivery, limit + 1, cursor, descending=False)
+        before = key_of(fetched[-1]) if len(fetched) > limit else None
+        shown = {d.id for d in fetched}
+        metas = self._pages.metas(run_id, report_id)
+        waiting = self._pages.waiting(metas, after, before, run_id, check=status is not None)
+        extra: list[Delivery] = []
+        for d in waiting:
+            if d.id in shown or (recipient is not None and d.recipient.lower() != recipient.lower()):
+                continue
+            extra.append(d)
+            if len(extra) > limit:
+                break
+        merged = sorted([*fetched, *extra], key=key_of)
+        items = merged[:limit]
+        more = len(merged) > limit
+        return Page(items, make_cursor(items[-1].created_at, items[-1].id) if more else None)
 
     def _of_run(self, run_id: str) -> firestore.Query:
-        return self._col("report_delivery_log").where(filter=FieldFilter("run_id", "==", run_id))
+        return self._col(DELIVERIES).where(filter=FieldFilter("run_id", "==", run_id))
 
     def has_open_deliveries(self, run_id: str) -> bool:
         query = self._of_run(run_id).where(filter=FieldFilter("status", "in", sorted(DELIVERY_OPEN))).limit(1)
-        return bool(self._query(query.select(["status"])))
+        if self._query(query.select(["status"])):
+            return True
+        if not self.deferred_deliveries:
+            return False
+        return self._pages.waiting_count(run_id, settle=True) > 0
 
     def delivery_counts(self, run_id: str) -> dict[str, int]:
         """One count() aggregation per status, side by side: O(statuses), not O(deliveries)."""
@@ -575,7 +682,11 @@ class FirestoreStore:
             self.op_counts.count_read(n)
             return str(status), n
 
-        return {status: n for status, n in self._parallel(count, list(DeliveryStatus)) if n}
+        counts = {status: n for status, n in self._parallel(count, list(DeliveryStatus)) if n}
+        waiting = self._pages.waiting_count(run_id) if self.deferred_deliveries else 0
+        if waiting:
+            counts[str(DeliveryStatus.QUEUED)] = counts.get(DeliveryStatus.QUEUED, 0) + waiting
+        return counts
 
     # Alerts --------------------------------------------------------------------------
     def _alert_ref(self, alert_id: str) -> firestore.DocumentReference:
@@ -686,12 +797,16 @@ class FirestoreStore:
 
     # Links and provider ids ----------------------------------------------------------------
     def _one_delivery(self, field: str, value: str) -> Delivery | None:
-        query = self._col("report_delivery_log").where(filter=FieldFilter(field, "==", value)).limit(1)
+        query = self._col(DELIVERIES).where(filter=FieldFilter(field, "==", value)).limit(1)
         snapshots = self._query(query)
         return from_doc(Delivery, snapshots[0].to_dict() or {}) if snapshots else None
 
     def get_delivery_by_token(self, token: str) -> Delivery | None:
-        return self._one_delivery("link_token", token)
+        found = self._one_delivery("link_token", token)
+        if found is None and self.deferred_deliveries:
+            waiting = self._pages.find_by_token(token)  # a link of a delivery not yet claimed (never sent)
+            return self.get_delivery(waiting.id) if waiting is not None else None  # its document may exist by now
+        return found
 
     def find_delivery_by_message_id(self, message_id: str) -> Delivery | None:
         return self._one_delivery("provider_message_id", message_id)

@@ -11,7 +11,8 @@ Two measurements against Google's Firestore emulator, counted by the store itsel
   every role, as one worker process would (a send task's claim and outcome run on the
   same instance in production too: the task is one request).
 - ``core``: only the calls a delivery cannot do without (create run, run transitions,
-  create deliveries; per delivery claim + mark sent + "any open left?"), the floor.
+  create deliveries; per delivery claim + mark sent, and "any open left?" after each one
+  where the store writes deliveries at the fan-out, once where its finish polls), the floor.
 
 ``headline`` says it in the terms of issue 14's target (at most 2 reads and 2 writes per
 send task; at most 1 read + 1 write per delivery per SendGrid event batch): per send
@@ -131,6 +132,7 @@ def _summary(phases: dict[str, dict[str, int]], deliveries: int) -> dict[str, An
 def _pipeline(store: Any, recipients: int) -> dict[str, Any]:
     from herald.adapters.embedded.outbox import NullMailer
     from herald.bootstrap import build_embedded_container
+    from herald.domain.records import Delivery
     from herald.domain.reports import ReportDefinition
     from herald.domain.states import DeliveryStatus
     from herald.ports.clock import FakeClock
@@ -169,19 +171,28 @@ def _pipeline(store: Any, recipients: int) -> dict[str, Any]:
 
         ran: dict[str, int] = {}
 
-        def run_tasks(path: str, handler: Callable[[str], object], key: str, threads: int = 1) -> None:
+        def run_tasks(path: str, handler: Callable[[dict[str, Any]], object], threads: int = 1) -> int:
             tasks = queue.take_due(clock.now(), path)
             ran[path] = ran.get(path, 0) + len(tasks)
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(lambda t: handler(t.payload[key]), tasks))
+                list(pool.map(lambda t: handler(t.payload), tasks))
+            return len(tasks)
+
+        def send(payload: dict[str, Any]) -> object:
+            seed = payload.get("seed")  # as the task route reads it
+            return delivery.send_delivery(c, payload["delivery_id"], Delivery.model_validate(seed) if seed else None)
+
+        def finish_polls() -> None:
+            # The finish task looks, and on a store with deferred deliveries looks again later
+            # while deliveries are open: move the clock to each look (the sends are all done).
+            while looks := [t for t in queue.pending if t.path == FINISH_RUN]:
+                clock.set(max(clock.now(), min(t.eta or clock.now() for t in looks)))
+                run_tasks(FINISH_RUN, lambda p: runs.finish_run(c, p["run_id"], p.get("polls", 0)))
 
         phase("tick", lambda: tick(c))
-        phase("execute_run", lambda: run_tasks(EXECUTE_RUN, lambda r: runs.execute_run(c, r), "run_id"))
-        phase(
-            "send",
-            lambda: run_tasks(SEND_DELIVERY, lambda d: delivery.send_delivery(c, d), "delivery_id", SEND_THREADS),
-        )
-        phase("finish_run", lambda: run_tasks(FINISH_RUN, lambda r: runs.finish_run(c, r), "run_id"))
+        phase("execute_run", lambda: run_tasks(EXECUTE_RUN, lambda p: runs.execute_run(c, p["run_id"])))
+        phase("send", lambda: run_tasks(SEND_DELIVERY, send, SEND_THREADS))
+        phase("finish_run", finish_polls)
         (run,) = store.list_runs(report_id="bench").items
         sent = store.list_deliveries(run_id=run.id, status=DeliveryStatus.SENT, limit=recipients).items
         phases["provider_events"], posts = _webhook(c, store, sent, clock.now())
@@ -229,31 +240,33 @@ def _core(store: Any, recipients: int) -> dict[str, Any]:
     store.create_run(run)
     store.transition_run(run.id, [RunStatus.PENDING], RunStatus.RENDERING)
     store.transition_run(run.id, [RunStatus.RENDERING], RunStatus.DELIVERING)
-    store.create_deliveries(
-        [
-            Delivery(
-                id=f"core-{i:05d}",
-                run_id=run.id,
-                report_id="bench",
-                channel="email",
-                recipient=f"user{i:05d}@example.com",
-                created_at=now,
-                updated_at=now,
-            )
-            for i in range(recipients)
-        ]
-    )
+    fanned = [
+        Delivery(
+            id=f"core-{i:05d}",
+            run_id=run.id,
+            report_id="bench",
+            channel="email",
+            recipient=f"user{i:05d}@example.com",
+            created_at=now,
+            updated_at=now,
+        )
+        for i in range(recipients)
+    ]
+    store.create_deliveries(fanned)
     run_phase = store.op_counts.as_dict()
 
     def deliver(i: int) -> None:
         delivery_id = f"core-{i:05d}"
-        store.claim_delivery(delivery_id, now, now + timedelta(minutes=2))
+        store.claim_delivery(delivery_id, now, now + timedelta(minutes=2), seed=fanned[i])
         store.transition_delivery(delivery_id, [DeliveryStatus.SENDING], DeliveryStatus.SENT, lease_until=None)
-        store.has_open_deliveries(run.id)
+        if not store.deferred_deliveries:  # else the finish polls: once below
+            store.has_open_deliveries(run.id)
 
     store.op_counts.reset()
     with ThreadPoolExecutor(max_workers=SEND_THREADS) as pool:
         list(pool.map(deliver, range(recipients)))
+    if store.deferred_deliveries:
+        store.has_open_deliveries(run.id)
     per_delivery_phase = store.op_counts.as_dict()
     return _summary({"run": run_phase, "deliveries": per_delivery_phase}, recipients)
 
@@ -293,7 +306,7 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"Firestore operations, {results['recipients']:,}-recipient run (pipeline, real services and routes):",
-            f"  per send task (claim, send, outcome, any open left?): {ops(h['per_send_task'])}",
+            f"  per send task (claim, send, outcome):                  {ops(h['per_send_task'])}",
             f"  per delivery including fan-out, tick and finish:      {ops(h['per_delivery_including_fan_out'])}",
             f"  SendGrid events per delivery (3 events, batches of {EVENT_BATCH}): {ops(h['events_per_delivery'])}",
             "  USD per 1,000 deliveries, Firestore:",

@@ -28,7 +28,7 @@ def firestore_lines(ops: dict[str, Any]) -> list[str]:
         "| $ per 1,000 deliveries, Firestore (multi-region / regional) "
         "| $ per 1,000, + Cloud Tasks and Cloud Run requests |",
         "|---|---|---|---|---|",
-        row("one send task (claim, send, outcome, any open left?)", h["per_send_task"]),
+        row("one send task (claim, send, outcome)", h["per_send_task"]),
         row(
             "send path per delivery (with tick, render, fan-out, finish)",
             h["per_delivery_including_fan_out"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from herald.domain.records import Delivery
 from herald.ports.container import Container
 from herald.services import delivery, notifications, runs
 from herald.services.tasks import EXECUTE_RUN, FINISH_RUN, SEND_DELIVERY, SEND_NOTIFICATION
@@ -22,9 +23,10 @@ def drain(c: Container, max_rounds: int = 100, path: str | None = None) -> int:
             if task.path == EXECUTE_RUN:
                 runs.execute_run(c, task.payload["run_id"])
             elif task.path == FINISH_RUN:
-                runs.finish_run(c, task.payload["run_id"])
+                runs.finish_run(c, task.payload["run_id"], task.payload.get("polls", 0))
             elif task.path == SEND_DELIVERY:
-                delivery.send_delivery(c, task.payload["delivery_id"])
+                seed = task.payload.get("seed")
+                delivery.send_delivery(c, task.payload["delivery_id"], Delivery.model_validate(seed) if seed else None)
             elif task.path == SEND_NOTIFICATION:
                 notifications.send_notification(c, task.payload["alert_id"], task.payload["channel"])
             else:

@@ -122,6 +122,10 @@ def _delivering(
         if _delivery_stalled(d, now, after):
             result.deliveries.append(d.id)
             tasks.append(reconcile_task("send", d.id, round_, SEND_DELIVERY, {"delivery_id": d.id}))
+    if tasks and c.store.deferred_deliveries:
+        # Its finish is polled by a chain of tasks (services/runs.py), which may be lost with
+        # the sends: one more look restarts it (a look too many finds the run open, and polls).
+        tasks.append(reconcile_task("finish", run.id, round_, FINISH_RUN, {"run_id": run.id}))
     return tasks
 
 

@@ -33,7 +33,7 @@ class RunTask(BaseModel):
 
 
 class FinishTask(RunTask):
-    polls: int = Field(0, ge=0, le=100_000)  # how many times this run's finish looked already
+    polls: int = Field(0, ge=0, le=10**9)  # how many times this run's finish looked already
 
 
 class DeliveryTask(BaseModel):

@@ -94,7 +94,9 @@ class DeliveryPages:
     def paged_ids(self, run_id: str) -> set[str]:
         return {i for s in self._of_run(run_id) for i in (s.to_dict() or {}).get("ids", [])}
 
-    def page_docs(self, run_id: str, fresh: Sequence[Delivery]) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
+    def page_docs(
+        self, run_id: str, fresh: Sequence[Delivery]
+    ) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
         """The pages that list ``fresh`` (deliveries of ``run_id`` no page lists yet)."""
         by_instant: dict[datetime, list[Delivery]] = {}
         for d in sorted(fresh, key=key_of):

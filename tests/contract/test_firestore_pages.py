@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -160,3 +161,47 @@ def test_any_change_of_a_waiting_delivery_makes_its_document_first(stores, fires
     assert firestore_client.collection("report_delivery_log").document(d.id).get().exists
     claimed = a.claim_delivery(d.id, NOW, NOW + LEASE, seed=d)  # the seed is stale now: the document decides
     assert claimed is not None and claimed.last_error == "looked at" and claimed.attempts == 1
+
+
+def send_all(store: FirestoreStore, deliveries: list[Delivery]) -> None:
+    def send(d: Delivery) -> None:
+        assert store.claim_delivery(d.id, NOW, NOW + LEASE, seed=d) is not None
+        store.transition_delivery(d.id, [SENDING], SENT, lease_until=None)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(send, deliveries))
+
+
+def test_a_run_listing_finds_the_waiting_deliveries_of_an_instant_that_is_mostly_sent(stores):
+    """One fan-out batch is one instant in two pages; most of it sent, spread over both: a
+    window that ends inside the first page must not count the second page's documents as
+    the first page's (the instant's entries are those of all its pages)."""
+    a, b = stores
+    fanned = fan_out(a, 1000)
+    sent = [d for i, d in enumerate(fanned) if i % 5 < 3]
+    send_all(a, sent)
+    sent_ids = {d.id for d in sent}
+    expected = sorted(fanned, key=lambda d: (d.created_at, d.id))
+    for limit in (100, 1000):
+        everything = listing(b, limit, run_id="r1")
+        assert [d.id for d in everything] == [d.id for d in expected]
+        assert {d.id for d in everything if d.status == QUEUED} == {d.id for d in fanned} - sent_ids
+    assert [d.id for d in listing(b, 100, run_id="r1", status=QUEUED)] == [
+        d.id for d in expected if d.id not in sent_ids
+    ]
+
+
+def test_the_last_delivery_leaving_its_page_between_the_two_looks_is_seen_open(stores, monkeypatch):
+    """ "Any open left?" asks for an open document, then counts what waits in pages: a claim
+    in between must not make the run look done (it is sending)."""
+    a, b = stores
+    [first, last] = fan_out(a, 2)
+    send_all(a, [first])
+    counted = b._pages.waiting_count
+
+    def claim_meanwhile(run_id: str) -> int:
+        a.claim_delivery(last.id, NOW, NOW + LEASE, seed=last)  # after b's first query, before its count
+        return counted(run_id)
+
+    monkeypatch.setattr(b._pages, "waiting_count", claim_meanwhile)
+    assert b.has_open_deliveries("r1") is True

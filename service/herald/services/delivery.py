@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from herald.domain.errors import DeliveryError
 from herald.domain.records import MAX_ATTEMPT_LOG, Delivery
@@ -15,6 +15,7 @@ from herald.services.tasks import finish_run_task, send_task
 
 log = logging.getLogger(__name__)
 
+SEED_MAX_AGE_DAYS = 30  # a first task older than this (Cloud Tasks keeps them 31 days at most) is not trusted
 RECONCILE_ATTEMPT_BASE = 2000  # task names of reconcile checks never collide with retries' or resends' (1000)
 
 
@@ -33,7 +34,7 @@ def link_for(c: Container, delivery: Delivery) -> str:
 def send_delivery(c: Container, delivery_id: str, seed: Delivery | None = None) -> SendOutcome:
     """``seed``: the delivery as fanned out, carried by its first task (store.deferred_deliveries)."""
     now = c.clock.now()
-    delivery = c.store.claim_delivery(delivery_id, now, now + c.lease, seed)
+    delivery = c.store.claim_delivery(delivery_id, now, now + c.lease, usable_seed(seed, delivery_id, now))
     if delivery is None:
         return _not_claimed(c, delivery_id)
     if _lost_attempt(delivery):
@@ -103,6 +104,16 @@ def _send_claimed(c: Container, delivery: Delivery) -> SendOutcome:
     elif sent.events:  # provider events beat our own write (a fast webhook): let them move it on
         feedback.settle(c, sent.id)
     return SendOutcome("sent")
+
+
+def usable_seed(seed: Delivery | None, delivery_id: str, now: datetime) -> Delivery | None:
+    """A seed as a fan-out makes it (queued, untouched, created lately), else none: the
+    claim then reads the delivery's page entry instead of writing what a task body says."""
+    if seed is None or seed.id != delivery_id or seed.status != DeliveryStatus.QUEUED:
+        return None
+    untouched = seed.attempts == 0 and not seed.attempt_log and not seed.events and seed.provider_message_id is None
+    recent = now - timedelta(days=SEED_MAX_AGE_DAYS) <= seed.created_at <= now + timedelta(days=1)
+    return seed if untouched and recent else None
 
 
 def _not_claimed(c: Container, delivery_id: str) -> SendOutcome:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald.domain import ids
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 FANOUT_PAGE = 1000
 # A store with deferred deliveries (Firestore) cannot tell cheaply after each delivery that
-# none is open, so the finish task looks again: after 2 s, 4 s, 8 s … at most every minute.
+# none is open, so the finish task looks again: after about 2 s, 4 s, 8 s … then every minute.
 FINISH_POLL_FIRST_SECONDS = 2.0
 FINISH_POLL_MOST_SECONDS = 60.0
 
@@ -431,8 +432,14 @@ def _first_send(c: Container, d: Delivery) -> Any:
 
 
 def _poll_finish(c: Container, run_id: str, polls: int) -> None:
-    delay = finish_poll_delay(polls, FINISH_POLL_FIRST_SECONDS, FINISH_POLL_MOST_SECONDS)
-    c.queue.enqueue(finish_poll_task(run_id, polls, c.clock.now() + delay))
+    # The eta is rounded to a multiple of the delay (so the next look comes 0.5 to 1.5
+    # delays later): chains at the same step — a look retried after it queued the next, the
+    # reconciler's restart — ask for the same task name, and at the longest delay every
+    # chain looks at the same whole minutes, so chains that met once stay one.
+    step = finish_poll_delay(polls, FINISH_POLL_FIRST_SECONDS, FINISH_POLL_MOST_SECONDS).total_seconds()
+    at = (c.clock.now() + timedelta(seconds=step)).timestamp()
+    eta = datetime.fromtimestamp(math.floor(at / step + 0.5) * step, UTC)
+    c.queue.enqueue(finish_poll_task(run_id, polls, eta))
 
 
 def _requeue_waiting(c: Container, run_id: str) -> int:

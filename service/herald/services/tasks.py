@@ -30,7 +30,7 @@ def finish_run_task(run_id: str) -> Task:
 
 def finish_poll_task(run_id: str, polls: int, eta: datetime) -> Task:
     """Look again whether a run is done (stores with deferred deliveries, services/runs.py).
-    One name per run and second of its eta: chains that meet merge, none reuses a name."""
+    One name per run and second of its eta: looks at one eta are one task."""
     name = task_name("finish-poll", run_id, int(eta.timestamp()))
     return Task(name, FINISH_RUN, {"run_id": run_id, "polls": polls}, eta)
 

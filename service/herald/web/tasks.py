@@ -91,8 +91,7 @@ def finish_run() -> Any:
 @internal
 def send_delivery() -> Any:
     task = _body(DeliveryTask)
-    seed = task.seed if task.seed is not None and task.seed.id == task.delivery_id else None
-    outcome = delivery.send_delivery(container(), task.delivery_id, seed)
+    outcome = delivery.send_delivery(container(), task.delivery_id, task.seed)
     if outcome.status == "unknown":
         return error(404, "no such delivery", delivery_id=task.delivery_id)
     if outcome.retry_after is not None:

@@ -41,7 +41,7 @@ PAGES = "delivery_pages"
 # Entries per page: 500 records of at most ~1.2 KB (a 254-character address) stay well
 # inside Firestore's 1 MiB document limit, and one batch commit holds 500 writes.
 PAGE_ENTRIES = 500
-META = ["created_at", "n", "first_id", "last_id"]
+META = ["run_id", "created_at", "n", "first_id", "last_id"]
 CHECK_BATCH = 100  # entries whose document is looked up at once
 ENTRIES = TypeAdapter(list[Delivery])
 
@@ -55,6 +55,7 @@ def key_of(d: Delivery) -> Key:
 @dataclass(frozen=True)
 class PageMeta:
     ref: firestore.DocumentReference
+    run_id: str
     created_at: datetime
     first_id: str
     last_id: str
@@ -143,24 +144,33 @@ class DeliveryPages:
     def _entries(data: dict[str, Any]) -> list[Delivery]:
         return ENTRIES.validate_json(data.get("entries") or "[]")
 
-    def waiting_count(self, run_id: str, *, settle: bool = False) -> int:
+    def waiting_count(self, run_id: str) -> int:
         """How many of the run's deliveries have no document yet: its page entries less its
-        documents (1 read per page, 1 per 1,000 documents). ``settle``: when none, mark the
-        run's pages settled (listings then skip them; a page added later is unsettled)."""
+        documents (1 read per page, 1 per 1,000 documents)."""
         pages = self._of_run(run_id)
         listed = {i for s in pages for i in (s.to_dict() or {}).get("ids", [])}
         if not listed:
             return 0
-        waiting = max(0, len(listed) - self._count(FieldFilter("run_id", "==", run_id)))
-        if waiting == 0 and settle:
-            unsettled = [s.reference for s in pages if not (s.to_dict() or {}).get("settled")]
-            for start in range(0, len(unsettled), 500):
-                batch = self._client.batch()
-                for ref in unsettled[start : start + 500]:
-                    batch.update(ref, {"settled": True})
-                batch.commit()
-                self._ops.add(writes=len(unsettled[start : start + 500]))
-        return waiting
+        return max(0, len(listed) - self._count(FieldFilter("run_id", "==", run_id)))
+
+    def settle_run(self, run_id: str) -> None:
+        """Nothing of the run waits: mark its pages settled (a page added later is not)."""
+        query = (
+            self._pages()
+            .where(filter=FieldFilter("run_id", "==", run_id))
+            .where(filter=FieldFilter("settled", "==", False))
+            .select(["settled"])
+        )
+        self._settle([s.reference for s in self._query(query)])
+
+    def _settle(self, refs: Sequence[firestore.DocumentReference]) -> None:
+        """Mark pages settled: every entry has its document, listings across runs skip them."""
+        for start in range(0, len(refs), 500):
+            batch = self._client.batch()
+            for ref in refs[start : start + 500]:
+                batch.update(ref, {"settled": True})
+            batch.commit()
+            self._ops.add(writes=len(refs[start : start + 500]))
 
     def _count(self, *filters: FieldFilter) -> int:
         query: Any = self._deliveries()
@@ -173,8 +183,8 @@ class DeliveryPages:
 
     def metas(self, run_id: str | None, report_id: str | None) -> list[PageMeta]:
         """The pages that may hold entries matching the filters (1 read per page): of one run
-        all of them (a group's size needs them), otherwise the unsettled ones (the runs in
-        progress; a recipient is looked for in their entries)."""
+        all of them, otherwise the unsettled ones (the runs in progress; a recipient is
+        looked for in their entries)."""
         query: Any = self._pages()
         if run_id is not None:
             query = query.where(filter=FieldFilter("run_id", "==", run_id))
@@ -182,41 +192,45 @@ class DeliveryPages:
             query = query.where(filter=FieldFilter("settled", "==", False))
         if report_id is not None:
             query = query.where(filter=FieldFilter("report_id", "==", report_id))
-        snapshots = self._query(query.select(META))
-        metas = []
-        for s in snapshots:
-            data = s.to_dict() or {}
-            created_at = decode(data["created_at"])
-            metas.append(PageMeta(s.reference, created_at, data["first_id"], data["last_id"], int(data["n"])))
-        return metas
+        return [self._meta(s) for s in self._query(query.select(META))]
+
+    @staticmethod
+    def _meta(snapshot: firestore.DocumentSnapshot[Any]) -> PageMeta:
+        data = snapshot.to_dict() or {}
+        return PageMeta(
+            snapshot.reference,
+            str(data["run_id"]),
+            decode(data["created_at"]),
+            str(data["first_id"]),
+            str(data["last_id"]),
+            int(data["n"]),
+        )
 
     def waiting(
-        self, metas: Sequence[PageMeta], after: Key | None, before: Key | None, run_id: str | None, check: bool
+        self, metas: Sequence[PageMeta], after: Key | None, before: Key | None, check: bool
     ) -> Iterator[Delivery]:
         """Queued entries of ``metas`` with ``after < key < before``, in key order. Pages are
-        read instant by instant, only when the listing reaches them; of one run, an instant
-        whose entries all have their document is skipped on a count (1 read). ``check``:
-        yield only the entries that have no document (1 read per entry looked at)."""
-        groups: dict[datetime, list[PageMeta]] = {}
+        read instant by instant, only when the listing reaches them. A run's instant whose
+        entries all have their document (a count of its documents against the entries of
+        *all* its pages at that instant, 1 read) is skipped, and its pages marked settled.
+        ``check``: yield only the entries that have no document (1 read per entry looked at)."""
+        groups: dict[datetime, dict[str, list[PageMeta]]] = {}
         for m in metas:
             if (after is None or m.last > after) and (before is None or m.first < before):
-                groups.setdefault(m.created_at, []).append(m)
+                groups.setdefault(m.created_at, {}).setdefault(m.run_id, []).append(m)
         for instant in sorted(groups):
-            pages = groups[instant]
-            if run_id is not None and self.documented(run_id, instant) >= sum(m.n for m in pages):
-                continue
-            snapshots = self._client.get_all([m.ref for m in pages])
-            self._ops.add(reads=len(pages))
             entries: dict[str, Delivery] = {}
-            for snapshot in snapshots:
-                for d in self._entries(snapshot.to_dict() or {}):
-                    k = key_of(d)
-                    if (
-                        d.status == DeliveryStatus.QUEUED
-                        and (after is None or k > after)
-                        and (before is None or k < before)
-                    ):
-                        entries.setdefault(d.id, d)
+            for run_id, pages in groups[instant].items():
+                if self._all_documented(run_id, instant, metas):
+                    continue
+                snapshots = self._client.get_all([m.ref for m in pages])
+                self._ops.add(reads=len(pages))
+                for snapshot in snapshots:
+                    for d in self._entries(snapshot.to_dict() or {}):
+                        k = key_of(d)
+                        inside = (after is None or k > after) and (before is None or k < before)
+                        if inside and d.status == DeliveryStatus.QUEUED:
+                            entries.setdefault(d.id, d)
             ordered = sorted(entries.values(), key=key_of)
             if not check:
                 yield from ordered
@@ -225,6 +239,23 @@ class DeliveryPages:
                 chunk = ordered[start : start + CHECK_BATCH]
                 documented = self.existing([d.id for d in chunk])
                 yield from (d for d in chunk if d.id not in documented)
+
+    def _all_documented(self, run_id: str, instant: datetime, metas: Sequence[PageMeta]) -> bool:
+        # Every page of the run at that instant: from ``metas`` when they are the run's
+        # (all of them), else asked for (a listing across runs sees only unsettled pages).
+        known = [m for m in metas if m.run_id == run_id and m.created_at == instant]
+        if not known or any(m.run_id != run_id for m in metas):
+            query = (
+                self._pages()
+                .where(filter=FieldFilter("run_id", "==", run_id))
+                .where(filter=FieldFilter("created_at", "==", encode(instant)))
+                .select(META)
+            )
+            known = [self._meta(s) for s in self._query(query)]
+        if self.documented(run_id, instant) < sum(m.n for m in known):
+            return False
+        self._settle([m.ref for m in known])
+        return True
 
     def documented(self, run_id: str, created_at: datetime) -> int:
         """How many deliveries of the run created at that instant have their document."""

@@ -10,7 +10,8 @@
   store remembers, per instance, the documents it last wrote itself (update time and
   record, bounded): the next change of one of those decides on that copy and writes with
   its time as the precondition, 0 reads when nobody wrote in between; otherwise (or when
-  the change refuses the copy) it reads. A claim then costs 1 read + 1 write, the outcome
+  the change refuses the copy) it reads. A first claim creates the delivery's document
+  from the seed its task carries (firestore_pages.py): 1 write, no read; the outcome
   after it 1 write. Batches of events and the schedule CAS stay transactions.
 - Every query is bounded by the work it serves (due reports, one run's deliveries, a
   page); the composite indexes they need are declared in ``firestore_indexes.json``
@@ -21,7 +22,8 @@
   collection (see ``fieldOverrides`` in the index file).
 
 Collection names are the contract between backends: ``reports``, ``runs``,
-``report_delivery_log``, ``job_status``, ``suppressions``, ``alerts``, ``notices``, ``inbound_events``.
+``report_delivery_log``, ``job_status``, ``suppressions``, ``alerts``, ``notices``, ``inbound_events``,
+``delivery_pages``.
 ``prefix`` is prepended to each (e.g. one Firestore database shared by test runs).
 """
 
@@ -648,7 +650,7 @@ class FirestoreStore:
         before = key_of(fetched[-1]) if len(fetched) > limit else None
         shown = {d.id for d in fetched}
         metas = self._pages.metas(run_id, report_id)
-        waiting = self._pages.waiting(metas, after, before, run_id, check=status is not None)
+        waiting = self._pages.waiting(metas, after, before, check=status is not None)
         extra: list[Delivery] = []
         for d in waiting:
             if d.id in shown or (recipient is not None and d.recipient.lower() != recipient.lower()):
@@ -670,7 +672,14 @@ class FirestoreStore:
             return True
         if not self.deferred_deliveries:
             return False
-        return self._pages.waiting_count(run_id, settle=True) > 0
+        if self._pages.waiting_count(run_id) > 0:
+            return True
+        # Nothing waits now, but the last one may have left its page (a claim) after the query
+        # above: everything that left before the count shows in the query asked again.
+        if self._query(query.select(["status"])):
+            return True
+        self._pages.settle_run(run_id)
+        return False
 
     def delivery_counts(self, run_id: str) -> dict[str, int]:
         """One count() aggregation per status, side by side: O(statuses), not O(deliveries)."""

@@ -147,11 +147,10 @@ class DeliveryPages:
     def waiting_count(self, run_id: str) -> int:
         """How many of the run's deliveries have no document yet: its page entries less its
         documents (1 read per page, 1 per 1,000 documents)."""
-        pages = self._of_run(run_id)
-        listed = {i for s in pages for i in (s.to_dict() or {}).get("ids", [])}
+        listed = self.paged_ids(run_id)
         if not listed:
             return 0
-        return max(0, len(listed) - self._count(FieldFilter("run_id", "==", run_id)))
+        return max(0, len(listed) - self.count(FieldFilter("run_id", "==", run_id)))
 
     def settle_run(self, run_id: str) -> None:
         """Nothing of the run waits: mark its pages settled (a page added later is not)."""
@@ -172,7 +171,8 @@ class DeliveryPages:
             batch.commit()
             self._ops.add(writes=len(refs[start : start + 500]))
 
-    def _count(self, *filters: FieldFilter) -> int:
+    def count(self, *filters: FieldFilter) -> int:
+        """A count() aggregation of delivery documents (1 read per 1,000 matched)."""
         query: Any = self._deliveries()
         for f in filters:
             query = query.where(filter=f)
@@ -259,7 +259,7 @@ class DeliveryPages:
 
     def documented(self, run_id: str, created_at: datetime) -> int:
         """How many deliveries of the run created at that instant have their document."""
-        return self._count(FieldFilter("run_id", "==", run_id), FieldFilter("created_at", "==", encode(created_at)))
+        return self.count(FieldFilter("run_id", "==", run_id), FieldFilter("created_at", "==", encode(created_at)))
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         refs = [self._deliveries().document(i) for i in ids]

@@ -685,11 +685,8 @@ class FirestoreStore:
         """One count() aggregation per status, side by side: O(statuses), not O(deliveries)."""
 
         def count(status: DeliveryStatus) -> tuple[str, int]:
-            query: Any = self._of_run(run_id).where(filter=FieldFilter("status", "==", str(status)))
-            results = query.count(alias="n").get()  # [[AggregationResult]] (the library's hints say otherwise)
-            n = int(results[0][0].value)
-            self.op_counts.count_read(n)
-            return str(status), n
+            run, of_status = FieldFilter("run_id", "==", run_id), FieldFilter("status", "==", str(status))
+            return str(status), self._pages.count(run, of_status)
 
         counts = {status: n for status, n in self._parallel(count, list(DeliveryStatus)) if n}
         waiting = self._pages.waiting_count(run_id) if self.deferred_deliveries else 0

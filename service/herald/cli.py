@@ -31,6 +31,7 @@ from herald.settings import Settings
 EXIT_INVALID = 2
 EXIT_NOT_SUCCEEDED = 1  # `run --wait`: the run ended partial / failed / missed / skipped, or the wait timed out
 FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.MISSED, RunStatus.SKIPPED})
+STOP_SECONDS = 30.0  # `serve`: how long a tick or watchdog pass in progress may take to end
 WAIT_STEP_SECONDS = 60.0  # `run --wait` looks again at least this often (a progress line each time)
 
 
@@ -380,11 +381,12 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
         f"  Reports: {len(definitions)} applied" + (f" from {reports_file}" if reports_file else "")
     )
     server.serve_forever()
+    # The tick and the watchdog first: a pass they are in the middle of may still enqueue.
+    ticker.join(STOP_SECONDS)
+    watchdog.join(STOP_SECONDS)
     workers.stop()
     for pool in pools:
         pool.stop()
-    ticker.join(5)
-    watchdog.join(5)
     click.echo("herald: stopped; queued work resumes on the next start", err=True)
 
 

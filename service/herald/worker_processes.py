@@ -74,6 +74,8 @@ class WorkerProcesses:
     def stop(self) -> None:
         """SIGTERM: each finishes and records its in-flight tasks, then exits."""
         self._stopping.set()
+        if self._watcher.is_alive():  # a restart it is making now is in the list before we look
+            self._watcher.join()
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()

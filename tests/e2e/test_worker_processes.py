@@ -34,7 +34,8 @@ def test_a_worker_process_that_dies_is_started_again_and_nothing_is_lost(tmp_pat
         assert run["status"] == "succeeded"
         assert "worker process exited; starting another" in (tmp_path / "data" / "serve.log").read_text()
     finally:
-        assert herald.stop() == 0
+        code = herald.stop()
+        assert code == 0, herald.log_tail()
     mail = sink.counts()["mail"]
     assert all(mail.get(p) == 1 for p in people)  # each recipient once, whichever process sent it
     wait_until(lambda: not alive(second), 40, "the worker to stop with the server")

@@ -368,4 +368,7 @@ class QueueWorkers:
             left = [task.name for task, _ in self._leased]
             self._leased.clear()
         if left:
-            self.queue.release(left)
+            try:
+                self.queue.release(left)
+            except StorageUnavailable as exc:  # their leases run out; they come back then
+                log.error("could not release leased tasks at stop", extra={"error": exc.message})

@@ -361,7 +361,14 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
         target=_watchdog_loop, args=(dispatch, settings.watchdog_interval_seconds, stop), daemon=True
     )
 
+    signalled: list[int] = []
+
     def shutdown(signum: int, _frame: Any) -> None:
+        # Once: a second signal can arrive while this handler runs, and stop.set() holds a
+        # lock the nested call would wait on for ever (the marker is set before it).
+        if signalled:
+            return
+        signalled.append(signum)
         click.echo(f"\nherald: {signal.Signals(signum).name} received, finishing in-flight work…", err=True)
         stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1  # the server's enqueues (a fan-out's sends) do not wake this process: it looks this often
 RESTART_PAUSE_SECONDS = 5.0  # a worker process that keeps dying is started again at most this often
 STOP_SECONDS = 30.0  # in-flight tasks finish and are recorded; then the process is killed
+WATCH_SECONDS = 0.2  # a worker process looks this often for a stop signal or a gone server
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -48,6 +50,7 @@ class WorkerProcesses:
         self.data_dir = data_dir
         self.processes: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
+        self._restarts = threading.Lock()  # a restart and stop() do not interleave
         self._watcher = threading.Thread(target=self._watch, name="herald-worker-processes", daemon=True)
 
     def start(self) -> None:
@@ -64,18 +67,21 @@ class WorkerProcesses:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603
 
     def _watch(self) -> None:
+        # A process started here has this thread as its parent thread, and PR_SET_PDEATHSIG
+        # fires when that thread ends: so this thread ends only after stop() has stopped them.
         while not self._stopping.wait(RESTART_PAUSE_SECONDS):
-            for i, process in enumerate(self.processes):
-                code = process.poll()
-                if code is not None and not self._stopping.is_set():
-                    log.error("worker process exited; starting another", extra={"pid": process.pid, "exit_code": code})
-                    self.processes[i] = self._spawn()
+            with self._restarts:
+                for i, process in enumerate(self.processes):
+                    code = process.poll()
+                    if code is not None and not self._stopping.is_set():
+                        extra = {"pid": process.pid, "exit_code": code}
+                        log.error("worker process exited; starting another", extra=extra)
+                        self.processes[i] = self._spawn()
 
     def stop(self) -> None:
         """SIGTERM: each finishes and records its in-flight tasks, then exits."""
-        self._stopping.set()
-        if self._watcher.is_alive():  # a restart it is making now is in the list before we look
-            self._watcher.join()
+        with self._restarts:  # a restart under way is in the list before we read it; none after
+            self._stopping.set()
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
@@ -86,15 +92,19 @@ class WorkerProcesses:
                 log.error("worker process did not stop in time; killed", extra={"pid": process.pid})
                 process.kill()
                 process.wait()
+        if self._watcher.is_alive():
+            self._watcher.join(RESTART_PAUSE_SECONDS)
 
 
 def run_worker(settings: Settings, parent: int) -> None:
     """A worker process: ``worker_threads`` threads on the main pool until SIGTERM or the server is gone."""
     _die_with(parent)
-    stop = threading.Event()
+    stopping: list[int] = []
 
-    def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
+    def on_signal(signum: int, _frame: Any) -> None:
+        # No lock here (an Event's): a second SIGTERM (the server's, and its thread's death
+        # signal) can arrive while this handler runs, and would wait on the lock it holds.
+        stopping.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -110,8 +120,8 @@ def run_worker(settings: Settings, parent: int) -> None:
         resume_leases=False,  # the server is alive: its leases are its own
     )
     workers.start()
-    while not stop.wait(1.0) and os.getppid() == parent:
-        pass
+    while not stopping and os.getppid() == parent:
+        time.sleep(WATCH_SECONDS)
     workers.stop(STOP_SECONDS)
 
 

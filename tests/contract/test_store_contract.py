@@ -570,3 +570,22 @@ def test_apply_delivery_events_applies_each_event_once(store):
     # The unknown delivery's event was not recorded as applied: once it exists, the event applies.
     store.create_deliveries([make_delivery("nope", recipient="n@example.com")])
     assert store.apply_delivery_events("sendgrid", {"nope": [("e4", "x")]}, NOW, fold)["nope"][1] == ["e4"]
+
+
+def test_an_outcome_after_a_claim_keeps_what_another_writer_changed_between(open_store):
+    """A send's outcome starts from what its claim wrote (the embedded store remembers it,
+    issue 14); a change another process made in between must survive, and a delivery
+    another process moved on must refuse the outcome."""
+    sender, other = open_store(), open_store()
+    sender.create_deliveries([make_delivery("d1"), make_delivery("d2", recipient="b@example.com")])
+    for delivery_id in ("d1", "d2"):
+        assert sender.claim_delivery(delivery_id, NOW, NOW + LEASE) is not None
+    other.mutate_delivery("d1", lambda d: {"events": {**d.events, "processed": "2026-12-03T09:00:00Z"}})
+    other.transition_delivery("d2", [DeliveryStatus.SENDING], DeliveryStatus.FAILED, last_error="taken over")
+
+    sent = sender.transition_delivery("d1", [DeliveryStatus.SENDING], DeliveryStatus.SENT, provider_message_id="m1")
+    assert sent is not None and sent.events.get("processed") == "2026-12-03T09:00:00Z"
+    stored = other.get_delivery("d1")
+    assert stored.status == DeliveryStatus.SENT and stored.events.get("processed") == "2026-12-03T09:00:00Z"
+    assert sender.transition_delivery("d2", [DeliveryStatus.SENDING], DeliveryStatus.SENT) is None
+    assert other.get_delivery("d2").status == DeliveryStatus.FAILED

@@ -70,6 +70,27 @@ def test_a_finished_delivery_answers_done_and_queues_the_runs_finish(tmp_path):
     assert len(c.mailer.sent[A]) == 1
 
 
+def test_a_crash_between_the_outcome_and_the_look_at_the_run_still_finishes_it(tmp_path):
+    # The outcome and the look are two steps (issue 14): the task is settled only after
+    # both, so the process dying between them runs the task again, and that finishes the run.
+    c = container(tmp_path)
+    run, (d,) = start(c)
+    store_look = c.store.has_open_deliveries
+
+    def crash(_run_id):
+        raise SystemExit("killed after the outcome was written")
+
+    c.store.has_open_deliveries = crash
+    with pytest.raises(SystemExit):
+        sending.send_delivery(c, d.id)
+    assert c.store.get_delivery(d.id).status == DeliveryStatus.SENT
+    assert [t for t in c.queue.tasks.values() if t.path == FINISH_RUN] == []
+    c.store.has_open_deliveries = store_look
+    assert sending.send_delivery(c, d.id) == sending.SendOutcome("done")  # the unsettled task, again
+    assert [t.payload for t in c.queue.tasks.values() if t.path == FINISH_RUN] == [{"run_id": run.id}]
+    assert len(c.mailer.sent[A]) == 1
+
+
 def test_a_suppressed_delivery_answers_done_and_lets_the_run_finish(tmp_path):
     c = container(tmp_path)
     from herald.ports.store import Suppression

@@ -137,6 +137,40 @@ def test_group_commit_loses_nothing_and_isolates_a_failing_writer(tmp_path):
     assert keys == {n * 1000 + i for n in range(8) for i in range(50) if (n * 1000 + i) % 7}
 
 
+def test_group_commit_one_statement_writers_need_no_savepoint_to_fail_alone(tmp_path):
+    # write(statements=1) joins a group without a savepoint of its own (issue 14): a statement
+    # that fails (a duplicate key) is undone by SQLite alone, and the group's others commit.
+    db = SQLiteFile(tmp_path / "g.db", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY);")
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+    refused: list[int] = []
+
+    def writer(n: int) -> None:
+        barrier.wait(WAIT)
+        for i in range(50):
+            key = (n % 4) * 1000 + i  # writers n and n+4 insert the same keys: one of each pair fails
+            try:
+                with db.write(statements=1) as conn:
+                    conn.execute("INSERT INTO t (k) VALUES (?)", (key,))
+            except sqlite3.IntegrityError:
+                refused.append(key)
+                continue
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            seen = sqlite3.connect(db.path).execute("SELECT 1 FROM t WHERE k=?", (key,)).fetchone()
+            assert seen is not None
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert not errors
+    keys = {row[0] for row in sqlite3.connect(db.path).execute("SELECT k FROM t")}
+    assert keys == {n * 1000 + i for n in range(4) for i in range(50)}
+    assert sorted(refused) == sorted(keys)  # each key refused exactly once, to its second writer
+
+
 def test_pools_follow_the_settings():
     sq_settings = Settings(render_threads=2, worker_threads=6)
     pools = worker_pools(None, lambda t: DispatchResult(200), sq_settings)  # type: ignore[arg-type]

@@ -76,20 +76,22 @@ def _send_claimed(c: Container, delivery: Delivery) -> SendOutcome:
         )
         return _failed_attempt(c, delivery, DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False))
     now = c.clock.now()
-    with c.atomic():
-        sent = c.store.transition_delivery(
-            delivery.id,
-            [DeliveryStatus.SENDING],
-            DeliveryStatus.SENT,
-            provider_message_id=result.message_id,
-            delivered_at=now,
-            updated_at=now,
-            last_error="",
-            error_kind="",
-            lease_until=None,
-            attempt_log=delivery.log_attempt(now, "sent"),
-        )
-        _maybe_finish(c, delivery.run_id)
+    # Not one unit of work with the look at the run: the outcome is a compare-and-set that
+    # holds the write lock for its UPDATE alone (issue 14). A crash between the two leaves
+    # this task unsettled, so it runs again, finds the delivery final and looks then.
+    sent = c.store.transition_delivery(
+        delivery.id,
+        [DeliveryStatus.SENDING],
+        DeliveryStatus.SENT,
+        provider_message_id=result.message_id,
+        delivered_at=now,
+        updated_at=now,
+        last_error="",
+        error_kind="",
+        lease_until=None,
+        attempt_log=delivery.log_attempt(now, "sent"),
+    )
+    _maybe_finish(c, delivery.run_id)
     log.info(
         "delivery sent",
         extra={
@@ -201,13 +203,15 @@ def _fail(
 
 
 def _maybe_finish(c: Container, run_id: str) -> None:
-    # Every delivery writes its final state before looking, so the last one always sees none open.
-    # Called inside the unit of work of that final write: the run's finish is never left unqueued.
+    # Every delivery commits its final state before looking, so the last one always sees none
+    # open (two last ones may both see it: the finish task's name makes that one task). The
+    # look comes before this send task is settled: a crash in between runs the task again,
+    # which finds its delivery final and looks again (_not_claimed), so the finish is never
+    # left unqueued. The look is a read: the write lock is taken only to enqueue.
     if c.store.deferred_deliveries:
         return  # the run's finish task polls instead (services/runs.py): looking costs reads per delivery
-    with c.atomic():
-        if not c.store.has_open_deliveries(run_id):
-            c.queue.enqueue(finish_run_task(run_id))
+    if not c.store.has_open_deliveries(run_id):
+        c.queue.enqueue(finish_run_task(run_id))
 
 
 # Unknown outcomes (decision 5) ---------------------------------------------------------

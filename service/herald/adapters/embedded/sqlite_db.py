@@ -125,11 +125,15 @@ class SQLiteFile:
             callback()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, statements: int = 2) -> Iterator[sqlite3.Connection]:
         """An atomic read-check-write; nested calls join the outermost transaction.
 
         SQLite allows one writer; queueing threads on a lock beats its busy handler,
-        which sleeps in growing steps. Other processes still meet busy_timeout."""
+        which sleeps in growing steps. Other processes still meet busy_timeout.
+        ``statements=1``: the body runs one statement and nothing after it can fail. SQLite
+        undoes a failed statement by itself, so it needs no savepoint of its own in the
+        group: two calls fewer while every other writer waits (compare-and-set updates)."""
+        savepoint = statements != 1
         self.conn()
         if self._local.depth:
             assert self._writer is not None
@@ -145,7 +149,7 @@ class SQLiteFile:
         with self._state:
             self._queued -= 1
         try:
-            writer, group = self._join()
+            writer, group = self._join(savepoint)
         except BaseException:
             if self._writer is not None and self._writer.in_transaction:
                 self._commit(self._writer, self._group)  # others wait on the open group: commit it
@@ -156,12 +160,13 @@ class SQLiteFile:
         failed: BaseException | None = None
         try:
             yield writer
-            writer.execute("RELEASE herald_write")
+            if savepoint:
+                writer.execute("RELEASE herald_write")
         except BaseException as exc:
             failed = exc
             self._local.after.clear()
             try:
-                if writer.in_transaction:
+                if savepoint and writer.in_transaction:
                     writer.execute("ROLLBACK TO herald_write")
                     writer.execute("RELEASE herald_write")
             except sqlite3.Error:
@@ -191,7 +196,7 @@ class SQLiteFile:
         for callback in callbacks:
             callback()
 
-    def _join(self) -> tuple[sqlite3.Connection, int]:
+    def _join(self, savepoint: bool = True) -> tuple[sqlite3.Connection, int]:
         """Under the write lock: begin a group transaction or join the open one."""
         if self._writer is None:
             try:
@@ -210,7 +215,8 @@ class SQLiteFile:
                 with self._state:
                     self._group += 1
                     self._members = 0
-            writer.execute("SAVEPOINT herald_write")
+            if savepoint:
+                writer.execute("SAVEPOINT herald_write")
         except (OSError, sqlite3.Error) as exc:
             if writer.in_transaction and not self._members:
                 writer.execute("ROLLBACK")

@@ -135,8 +135,11 @@ class SQLiteQueue:
         now = self.clock.now()
         where, args = (pool or Pool()).sql()
         with self._write() as conn:
+            done = [(task.name, result.status) for task, _, result in settled if 200 <= result.status < 300]
+            self._finish_many("done", done)  # the usual outcome: one statement for the batch
             for task, attempt, result in settled:
-                self.settle(task, attempt, result)  # joins this transaction
+                if not 200 <= result.status < 300:
+                    self.settle(task, attempt, result)  # joins this transaction
             if limit <= 0:
                 return []
             rows = conn.execute(
@@ -169,10 +172,17 @@ class SQLiteQueue:
             self._retry(task.name, now + backoff, result.status, count=True)
 
     def _finish(self, name: str, state: str, status: int) -> None:
+        self._finish_many(state, [(name, status)])
+
+    def _finish_many(self, state: str, tasks: Sequence[tuple[str, int]]) -> None:
+        """Mark tasks (name, last HTTP status) final in ``state``."""
+        if not tasks:
+            return
+        finished_at = ts(self.clock.now())
         with self._write() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE tasks SET state=?, finished_at=?, lease_until=NULL, last_status=? WHERE name=?",
-                (state, ts(self.clock.now()), status, name),
+                [(state, finished_at, status, name) for name, status in tasks],
             )
 
     def _retry(self, name: str, eta: datetime, status: int, *, count: bool) -> None:

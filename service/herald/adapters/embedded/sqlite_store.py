@@ -162,6 +162,31 @@ def _cursor(*parts: str) -> str:
     return "|".join(parts)
 
 
+class ClaimedDocuments:
+    """The document this process last wrote for a delivery it claimed, by id.
+
+    A send's outcome comes moments after its claim, in the same process: the outcome's
+    compare-and-set starts from what the claim wrote instead of reading and parsing the row
+    again (issue 14). Only a hint: the UPDATE still compares the stored document, so a row
+    another writer changed meanwhile is read and decided again. Bounded, oldest out first."""
+
+    def __init__(self, size: int = 1024) -> None:  # claims in flight: one per worker thread
+        self._items: dict[str, tuple[str, Delivery]] = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def remember(self, delivery: Delivery, doc: str) -> None:
+        with self._lock:
+            self._items.pop(delivery.id, None)
+            if len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)))
+            self._items[delivery.id] = (doc, delivery)
+
+    def take(self, delivery_id: str) -> tuple[str, Delivery] | None:
+        with self._lock:
+            return self._items.pop(delivery_id, None)
+
+
 class SQLiteStore:
     deferred_deliveries = False  # a delivery's row is written by the fan-out (the port's Store doc)
 
@@ -171,6 +196,7 @@ class SQLiteStore:
         self._db.ensure(SCHEMA)
         self.path = self._db.path
         self._definitions = DefinitionCache()
+        self._claimed = ClaimedDocuments()
         self._tuned = threading.local()  # per-connection pragmas set on first use
 
     # Connections ---------------------------------------------------------------------
@@ -259,6 +285,8 @@ class SQLiteStore:
         record_id: str,
         change: Callable[[R], R | None],
         columns: Callable[[R], dict[str, Any]],
+        known: tuple[str, R] | None = None,
+        written: Callable[[R, str], None] | None = None,
     ) -> R | None:
         """Read, let ``change`` decide (None = refuse), write back: one atomic step.
 
@@ -266,19 +294,29 @@ class SQLiteStore:
         write lock, then write only if the stored document is still the one decided on. The
         lock (every writer of every Herald process on this file waits for it) is then held
         for one UPDATE, not for two JSON round trips through pydantic (issue 14). A lost race
-        decides again under the lock, so the outcome is the same as the locked path's."""
+        decides again under the lock, so the outcome is the same as the locked path's.
+        ``known``: the stored document as this process last wrote it, with its record (a
+        hint that spares the read); ``written`` is told what the compare-and-set wrote."""
         if not self._db.in_write():
-            row = self._conn().execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
-            if row is None:
-                return None
-            current = model.model_validate_json(row[0])
+            hinted = known is not None
+            if known is None:
+                row = self._conn().execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
+                if row is None:
+                    return None
+                known = (row[0], model.model_validate_json(row[0]))
+            stored, current = known
             updated = change(current)
-            if updated is None:  # refused on a committed state: as the locked read would at that instant
-                return None
-            cols = self._changed(columns, current, updated)
-            with self._write() as conn:
-                if self._update(conn, table, record_id, cols, expected=row[0]):
+            if updated is not None:
+                cols = self._changed(columns, current, updated)
+                with self._db.write(statements=1) as conn:
+                    done = self._update(conn, table, record_id, cols, expected=stored)
+                if done:
+                    if written is not None:
+                        written(updated, cols["doc"])
                     return updated
+            elif not hinted:
+                return None  # refused on a committed state: as the locked read would at that instant
+            # else a hint refused: the row may have moved on since; decide on it under the lock
         with self._write() as conn:
             row = conn.execute(f"SELECT doc FROM {table} WHERE id=?", (record_id,)).fetchone()  # noqa: S608
             if row is None:
@@ -433,7 +471,9 @@ class SQLiteStore:
                 }
             )
 
-        return self._mutate("report_delivery_log", Delivery, delivery_id, change, self._delivery_columns)
+        return self._mutate(
+            "report_delivery_log", Delivery, delivery_id, change, self._delivery_columns, written=self._claimed.remember
+        )
 
     def transition_delivery(
         self, delivery_id: str, from_statuses: Iterable[DeliveryStatus], to: DeliveryStatus, **fields: Any
@@ -445,7 +485,8 @@ class SQLiteStore:
                 return None
             return d.model_copy(update={**fields, "status": to})
 
-        return self._mutate("report_delivery_log", Delivery, delivery_id, change, self._delivery_columns)
+        known = self._claimed.take(delivery_id)  # a send's outcome: its claim's document
+        return self._mutate("report_delivery_log", Delivery, delivery_id, change, self._delivery_columns, known)
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> Delivery | None:
         return self._mutate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -105,13 +106,35 @@ def test_a_crash_before_the_settle_brings_the_task_back(tmp_path):
     assert [t.name for t, _ in second.lease_batch(5)] == ["t"]
 
 
-def test_group_commit_loses_nothing_and_isolates_a_failing_writer(tmp_path):
-    db = SQLiteFile(tmp_path / "g.db", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY);")
-    barrier = threading.Barrier(8)
+def _writers_at_once(count: int, writer: Callable[[int], None]) -> None:
+    """``writer(n)`` in ``count`` threads released together; anything one raises fails the test."""
+    barrier = threading.Barrier(count)
     errors: list[BaseException] = []
 
-    def writer(n: int) -> None:
+    def run(n: int) -> None:
         barrier.wait(WAIT)
+        try:
+            writer(n)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert not errors
+
+
+def _committed(db: SQLiteFile, key: int) -> bool:
+    """Seen from another connection: a write that returned is committed."""
+    return sqlite3.connect(db.path).execute("SELECT 1 FROM t WHERE k=?", (key,)).fetchone() is not None
+
+
+def test_group_commit_loses_nothing_and_isolates_a_failing_writer(tmp_path):
+    db = SQLiteFile(tmp_path / "g.db", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY);")
+
+    def writer(n: int) -> None:
         for i in range(50):
             key = n * 1000 + i
             try:
@@ -121,18 +144,9 @@ def test_group_commit_loses_nothing_and_isolates_a_failing_writer(tmp_path):
                         raise ValueError("this writer's change is refused")
             except ValueError:
                 continue
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-            # Returned: committed, so another connection sees it at once.
-            seen = sqlite3.connect(db.path).execute("SELECT 1 FROM t WHERE k=?", (key,)).fetchone()
-            assert seen is not None
+            assert _committed(db, key)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT)
-    assert not errors
+    _writers_at_once(8, writer)
     keys = {row[0] for row in sqlite3.connect(db.path).execute("SELECT k FROM t")}
     assert keys == {n * 1000 + i for n in range(8) for i in range(50) if (n * 1000 + i) % 7}
 
@@ -141,12 +155,9 @@ def test_group_commit_one_statement_writers_need_no_savepoint_to_fail_alone(tmp_
     # write(statements=1) joins a group without a savepoint of its own (issue 14): a statement
     # that fails (a duplicate key) is undone by SQLite alone, and the group's others commit.
     db = SQLiteFile(tmp_path / "g.db", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY);")
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
     refused: list[int] = []
 
     def writer(n: int) -> None:
-        barrier.wait(WAIT)
         for i in range(50):
             key = (n % 4) * 1000 + i  # writers n and n+4 insert the same keys: one of each pair fails
             try:
@@ -155,17 +166,9 @@ def test_group_commit_one_statement_writers_need_no_savepoint_to_fail_alone(tmp_
             except sqlite3.IntegrityError:
                 refused.append(key)
                 continue
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-            seen = sqlite3.connect(db.path).execute("SELECT 1 FROM t WHERE k=?", (key,)).fetchone()
-            assert seen is not None
+            assert _committed(db, key)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT)
-    assert not errors
+    _writers_at_once(8, writer)
     keys = {row[0] for row in sqlite3.connect(db.path).execute("SELECT k FROM t")}
     assert keys == {n * 1000 + i for n in range(4) for i in range(50)}
     assert sorted(refused) == sorted(keys)  # each key refused exactly once, to its second writer

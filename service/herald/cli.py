@@ -369,9 +369,9 @@ def serve(ctx: click.Context, reports_file: Path | None, host: str | None, port:
         if signalled:
             return
         signalled.append(signum)
-        click.echo(f"\nherald: {signal.Signals(signum).name} received, finishing in-flight work…", err=True)
         stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
+        click.echo(f"\nherald: {signal.Signals(signum).name} received, finishing in-flight work…", err=True)
 
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)

@@ -94,6 +94,14 @@ def test_outcomes_are_settled_with_the_next_lease_and_at_stop(queue):
     assert queue.seconds_until_next() == pytest.approx(60, abs=5)
 
 
+def test_a_task_run_twice_in_one_batch_is_settled_by_its_last_outcome(queue):
+    # Its lease ran out mid-run and the pool ran it again: both outcomes reach one settle.
+    queue.enqueue(Task("t", SEND_DELIVERY))
+    ((task, attempt),) = queue.lease_batch(1, MAIN_POOL)
+    queue.lease_batch(0, MAIN_POOL, [(task, attempt, DispatchResult(404)), (task, attempt + 1, DispatchResult(200))])
+    assert queue.counts() == {"done": 1}
+
+
 def test_a_crash_before_the_settle_brings_the_task_back(tmp_path):
     """A pending settle lost with the process: the task is leased again after a restart;
     its handler's claim (not the queue) is what makes the second dispatch do nothing."""

@@ -135,9 +135,11 @@ class SQLiteQueue:
         now = self.clock.now()
         where, args = (pool or Pool()).sql()
         with self._write() as conn:
-            done = [(task.name, result.status) for task, _, result in settled if 200 <= result.status < 300]
+            # A task run twice (its lease ran out) may be here twice: its last outcome counts.
+            latest = list({task.name: (task, attempt, result) for task, attempt, result in settled}.values())
+            done = [(task.name, result.status) for task, _, result in latest if 200 <= result.status < 300]
             self._finish_many("done", done)  # the usual outcome: one statement for the batch
-            for task, attempt, result in settled:
+            for task, attempt, result in latest:
                 if not 200 <= result.status < 300:
                     self.settle(task, attempt, result)  # joins this transaction
             if limit <= 0:

@@ -68,7 +68,8 @@ class WorkerProcesses:
 
     def _watch(self) -> None:
         # A process started here has this thread as its parent thread, and PR_SET_PDEATHSIG
-        # fires when that thread ends: so this thread ends only after stop() has stopped them.
+        # fires when that thread ends, which is when stop() sets the flag: such a process may
+        # get that SIGTERM beside stop()'s own (its handler takes repeated signals).
         while not self._stopping.wait(RESTART_PAUSE_SECONDS):
             with self._restarts:
                 for i, process in enumerate(self.processes):

@@ -160,7 +160,7 @@ def test_group_commit_loses_nothing_and_isolates_a_failing_writer(tmp_path):
 
 
 def test_group_commit_one_statement_writers_need_no_savepoint_to_fail_alone(tmp_path):
-    # write(statements=1) joins a group without a savepoint of its own (issue 14): a statement
+    # write(one_statement=True) joins a group without a savepoint of its own (issue 14): a statement
     # that fails (a duplicate key) is undone by SQLite alone, and the group's others commit.
     db = SQLiteFile(tmp_path / "g.db", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY);")
     refused: list[int] = []
@@ -169,7 +169,7 @@ def test_group_commit_one_statement_writers_need_no_savepoint_to_fail_alone(tmp_
         for i in range(50):
             key = (n % 4) * 1000 + i  # writers n and n+4 insert the same keys: one of each pair fails
             try:
-                with db.write(statements=1) as conn:
+                with db.write(one_statement=True) as conn:
                     conn.execute("INSERT INTO t (k) VALUES (?)", (key,))
             except sqlite3.IntegrityError:
                 refused.append(key)

@@ -125,15 +125,15 @@ class SQLiteFile:
             callback()
 
     @contextmanager
-    def write(self, statements: int = 2) -> Iterator[sqlite3.Connection]:
+    def write(self, one_statement: bool = False) -> Iterator[sqlite3.Connection]:
         """An atomic read-check-write; nested calls join the outermost transaction.
 
         SQLite allows one writer; queueing threads on a lock beats its busy handler,
         which sleeps in growing steps. Other processes still meet busy_timeout.
-        ``statements=1``: the body runs one statement and nothing after it can fail. SQLite
+        ``one_statement``: the body runs one statement and nothing after it can fail. SQLite
         undoes a failed statement by itself, so it needs no savepoint of its own in the
         group: two calls fewer while every other writer waits (compare-and-set updates)."""
-        savepoint = statements != 1
+        savepoint = not one_statement
         self.conn()
         if self._local.depth:
             assert self._writer is not None

@@ -308,7 +308,7 @@ class SQLiteStore:
             updated = change(current)
             if updated is not None:
                 cols = self._changed(columns, current, updated)
-                with self._db.write(statements=1) as conn:
+                with self._db.write(one_statement=True) as conn:
                     done = self._update(conn, table, record_id, cols, expected=stored)
                 if done:
                     if written is not None:
